@@ -1,0 +1,16 @@
+"""fer_lab: a workbench for lightweight facial expression recognition around EfficientFace."""
+__version__ = "0.1.0"
+
+from .labels import CANONICAL, LabelMap, LabelMapMismatch, canonical  # noqa: E402
+from .models import create_model, list_models, register_model  # noqa: E402
+
+
+def load_model(path_or_name, **kwargs):
+    """Load fer_lab's own, the authors' or a shipped checkpoint (see :mod:`fer_lab.checkpoint`)."""
+    from .checkpoint import load_model as _load
+
+    return _load(path_or_name, **kwargs)
+
+
+__all__ = ["__version__", "CANONICAL", "LabelMap", "LabelMapMismatch", "canonical", "create_model",
+           "list_models", "register_model", "load_model"]

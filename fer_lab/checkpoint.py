@@ -1,0 +1,252 @@
+"""One loader for every checkpoint: fer_lab's own format, the authors' files, shipped names.
+
+Own format: a single ``.safetensors`` file whose header metadata holds ``fer_lab`` = JSON of
+:class:`ModelMeta` (arch, ordered labels, input size, mean/std, grayscale, crop recipe, training
+dataset, metrics, config).  Loading rebuilds model + preprocessing with no other knowledge.
+
+Official EfficientFace/LDG files: ``{'state_dict': ...}`` dicts (or bare state dicts) with
+DataParallel ``module.`` prefixes, ``.tar``/``.pth.tar``; the 12,666-way MS-Celeb head is
+dropped with a warning.  Always ``torch.load(weights_only=True, map_location='cpu')``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+from .labels import LabelMap, canonical
+from .models import create_model, list_models
+from .models.registry import RAFDB_MEAN, RAFDB_STD
+from .preprocess import Preprocess
+
+__all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file",
+           "weights_dir", "list_shipped", "resolve_weights", "atomic_write"]
+
+FORMAT_VERSION = 1
+MSCELEB_CLASSES = 12666
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class ModelMeta:
+    arch: str
+    labels: list
+    input_size: int = 224
+    mean: tuple = RAFDB_MEAN
+    std: tuple = RAFDB_STD
+    grayscale: bool = False
+    crop: dict = field(default_factory=lambda: {"recipe": "none"})
+    arch_kwargs: dict = field(default_factory=dict)
+    dataset: str | None = None
+    metrics: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)
+    source: str = "fer_lab"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def label_map(self) -> LabelMap:
+        return LabelMap(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelMeta":
+        d = json.loads(text)
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["mean"], known["std"] = tuple(known.get("mean", RAFDB_MEAN)), tuple(known.get("std", RAFDB_STD))
+        return cls(**known)
+
+
+def weights_dir() -> Path:
+    """Where shipped weights live: $FER_LAB_WEIGHTS or the repository's data/weights."""
+    env = os.environ.get("FER_LAB_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "weights"
+
+
+def list_shipped() -> list[str]:
+    d = weights_dir()
+    return sorted(p.stem for p in d.glob("*.safetensors")) if d.is_dir() else []
+
+
+def resolve_weights(path_or_name: str | os.PathLike) -> Path:
+    p = Path(path_or_name)
+    if p.is_file():
+        return p
+    if not p.suffix and os.sep not in str(path_or_name):
+        cand = weights_dir() / f"{path_or_name}.safetensors"
+        if cand.is_file():
+            return cand
+        raise CheckpointError(f"no shipped weights named {str(path_or_name)!r} in {weights_dir()}; "
+                              f"shipped: {list_shipped() or 'none'}")
+    raise CheckpointError(f"checkpoint file not found: {p}")
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> None:
+    """Write through a temp file in the same folder, then rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, meta: ModelMeta) -> Path:
+    """Save weights + metadata as one safetensors file (atomic)."""
+    from safetensors.torch import save_file
+
+    if meta.num_classes != _num_outputs(model):
+        raise CheckpointError(f"metadata lists {meta.num_classes} labels but the model has "
+                              f"{_num_outputs(model)} outputs")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"fer_lab": meta.to_json()}))
+    return Path(path)
+
+
+def _num_outputs(model: nn.Module) -> int:
+    return model.get_classifier().out_features
+
+
+def _strip_prefix(state: Mapping[str, Any]) -> dict:
+    out = {}
+    for k, v in state.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    return out
+
+
+def load_state_dict_file(path: str | os.PathLike) -> tuple[dict, ModelMeta | None]:
+    """Read any supported file into (state_dict without prefixes, own metadata or None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta_raw = (f.metadata() or {}).get("fer_lab")
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # SafetensorError, truncated header, bad JSON ...
+            raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
+        meta = ModelMeta.from_json(meta_raw) if meta_raw else None
+        return _strip_prefix(state), meta
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True) "
+                              f"(truncated, corrupt or not a PyTorch checkpoint?): {type(e).__name__}: {e}") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    elif isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no state dict (top-level type {type(obj).__name__})")
+    return _strip_prefix(obj), None
+
+
+def infer_arch(state: Mapping[str, torch.Tensor]) -> str:
+    keys = set(state)
+    if "conv1.0.weight" in keys:  # ShuffleNet family
+        has_local = any(k.startswith("local.") for k in keys)
+        has_mod = any(k.startswith("modulator.") for k in keys)
+        return {(True, True): "efficientface", (True, False): "baseline_lfe",
+                (False, True): "baseline_csm", (False, False): "baseline"}[(has_local, has_mod)]
+    if "layer4.0.conv3.weight" in keys:
+        return "ldg_resnet50"
+    if "layer4.0.conv2.weight" in keys:
+        return "ldg_resnet18"
+    raise CheckpointError("cannot recognise the architecture from the keys (first keys: "
+                          f"{sorted(keys)[:5]}); pass arch=")
+
+
+def _fit_state(model: nn.Module, state: dict, path: Path, arch: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (first: {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[:3]})")
+        if shape:
+            parts.append(f"{len(shape)} shape mismatches (first: {shape[:3]})")
+        raise CheckpointError(f"{path} does not fit arch {arch!r}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
+               labels=None, device: str | torch.device = "cpu") -> nn.Module:
+    """Load any checkpoint; returns the model in eval mode with ``.meta`` and ``.preprocess``.
+
+    ``labels`` (list or LabelMap) is checked against the file's labels (refused on mismatch) or
+    supplies them for official files, which carry none (default: canonical 7/8-class order).
+    """
+    path = resolve_weights(path_or_name)
+    state, meta = load_state_dict_file(path)
+    if meta is not None:
+        if arch is not None and arch != meta.arch:
+            raise CheckpointError(f"{path} holds arch {meta.arch!r}, not {arch!r}")
+        if meta.arch not in list_models():
+            raise CheckpointError(f"{path} names unknown arch {meta.arch!r}")
+        if labels is not None:
+            meta.label_map.check_compatible(LabelMap(labels), "checkpoint", "requested label map")
+        model = create_model(meta.arch, num_classes=meta.num_classes, **meta.arch_kwargs)
+        _fit_state(model, state, path, meta.arch)
+    else:
+        arch = arch or infer_arch(state)
+        if arch not in list_models():
+            raise CheckpointError(f"unknown arch {arch!r}; available: {list_models()}")
+        fc_w = state.get("fc.weight")
+        file_classes = int(fc_w.shape[0]) if fc_w is not None else None
+        if file_classes == MSCELEB_CLASSES:
+            warnings.warn(f"{path}: dropping the {MSCELEB_CLASSES}-way MS-Celeb-1M identity head; "
+                          "the expression classifier is freshly initialised", stacklevel=2)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            file_classes = None
+        n = num_classes or (len(labels) if labels is not None else None) or file_classes or 7
+        if file_classes is not None and n != file_classes:
+            raise CheckpointError(f"{path} has a {file_classes}-class head but {n} classes were requested")
+        label_map = LabelMap(labels) if labels is not None else canonical(n) if n in (7, 8) else None
+        if label_map is None or len(label_map) != n:
+            raise CheckpointError(f"{path}: give labels= for a {n}-class head")
+        model = create_model(arch, num_classes=n)
+        if file_classes is None:
+            own = model.state_dict()
+            state = {**state, "fc.weight": own["fc.weight"], "fc.bias": own["fc.bias"]}
+        _fit_state(model, state, path, arch)
+        meta = ModelMeta(arch=arch, labels=label_map.to_list(), source=f"official:{path.name}",
+                         crop={"recipe": "prealigned", "note": "official models expect RetinaFace-aligned 224 crops"})
+    model.meta = meta
+    model.label_map = meta.label_map
+    model.preprocess = Preprocess.from_meta(meta)
+    model.checkpoint_path = str(path)
+    return model.to(device).eval()

@@ -1,0 +1,28 @@
+"""``fer-lab models``: registered architectures and shipped weights."""
+from . import print_json, print_table
+
+
+def run(args) -> int:
+    from ..checkpoint import list_shipped
+    from ..models import create_model, list_models, model_default_cfg
+
+    rows = []
+    for name in list_models():
+        cfg = model_default_cfg(name)
+        m = create_model(name, num_classes=args.num_classes)
+        rows.append({"model": name, "params": sum(p.numel() for p in m.parameters()),
+                     "cam_layer": m.cam_target_layer, "input_size": cfg["input_size"], "paper": cfg["paper"]})
+    shipped = list_shipped()
+    if args.json:
+        print_json({"models": rows, "shipped_weights": shipped})
+    else:
+        print_table(rows)
+        print(f"\nshipped weights: {', '.join(shipped) or 'none'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="list registered models and shipped weights")
+    p.add_argument("--num-classes", type=int, default=7)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)

@@ -1,0 +1,115 @@
+import warnings
+
+import pytest
+import torch
+
+from fer_lab import LabelMap, LabelMapMismatch, canonical, create_model, load_model
+from fer_lab.checkpoint import CheckpointError, ModelMeta, save_model
+from fer_lab.labels import native_label_map, native_to_canonical
+
+
+def _same_outputs(a, b, size=64):
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        return torch.allclose(a.eval()(x), b.eval()(x), atol=1e-6)
+
+
+def test_own_format_round_trip(tmp_path):
+    m = create_model("efficientface", num_classes=8)
+    meta = ModelMeta(arch="efficientface", labels=canonical(8).to_list(), input_size=96, mean=(0.5,) * 3,
+                     std=(0.25,) * 3, grayscale=True, crop={"recipe": "haar-v1", "margin": 0.2},
+                     dataset="ferplus", metrics={"val_acc": 0.5})
+    path = save_model(m, tmp_path / "m.safetensors", meta)
+    loaded = load_model(path)
+    assert _same_outputs(m, loaded)
+    assert loaded.meta.input_size == 96 and loaded.meta.grayscale and loaded.meta.crop["margin"] == 0.2
+    assert loaded.label_map == canonical(8)
+    assert loaded.preprocess.input_size == 96 and loaded.preprocess.std == (0.25,) * 3
+    assert not loaded.training
+
+
+def test_official_layout_with_dataparallel_prefix_and_msceleb_head(tmp_path):
+    m = create_model("efficientface")
+    state = {f"module.{k}": v for k, v in m.state_dict().items()}
+    state["module.fc.weight"] = torch.randn(12666, 1024)
+    state["module.fc.bias"] = torch.randn(12666)
+    path = tmp_path / "Pretrained_EfficientFace.tar"
+    torch.save({"state_dict": state}, path)
+    with pytest.warns(UserWarning, match="12666"):
+        loaded = load_model(path)
+    assert loaded.meta.arch == "efficientface" and loaded.label_map == canonical(7)
+    ref = {k: v for k, v in m.state_dict().items() if not k.startswith("fc.")}
+    got = loaded.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in ref.items())
+
+
+def test_official_trained_file_loads_identically(tmp_path):
+    m = create_model("efficientface", num_classes=8)
+    path = tmp_path / "EfficientFace_Trained_on_AffectNet8.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, path)
+    loaded = load_model(path)
+    assert loaded.label_map == canonical(8) and _same_outputs(m, loaded, 224)
+
+
+def test_official_ldg_file(tmp_path):
+    m = create_model("ldg_resnet50")
+    path = tmp_path / "Pretrained_LDG.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, path)
+    assert load_model(path).meta.arch == "ldg_resnet50"
+
+
+def test_errors_are_clear(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_model(tmp_path / "empty.pth")
+    m = create_model("baseline")
+    good = tmp_path / "good.pth"
+    torch.save(m.state_dict(), good)
+    data = good.read_bytes()
+    (tmp_path / "trunc.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.pth"):
+        load_model(tmp_path / "trunc.pth")
+    # wrong arch: a baseline file forced into efficientface names the missing keys
+    with pytest.raises(CheckpointError, match=r"missing keys .*local\."):
+        load_model(good, arch="efficientface")
+    # shape mismatch names the key and both shapes
+    bad = m.state_dict()
+    bad["conv5.0.weight"] = torch.randn(10, 464, 1, 1)
+    torch.save(bad, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match="conv5.0.weight"):
+        load_model(tmp_path / "shape.pth")
+    meta = ModelMeta(arch="efficientface", labels=canonical(7).to_list())
+    p = save_model(create_model("efficientface"), tmp_path / "x.safetensors", meta)
+    raw = p.read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(raw[:100])
+    with pytest.raises(CheckpointError, match="t.safetensors"):
+        load_model(tmp_path / "t.safetensors")
+    with pytest.raises(CheckpointError, match="no shipped weights"):
+        load_model("no-such-model-name")
+
+
+def test_mismatched_label_maps_are_refused(tmp_path):
+    meta = ModelMeta(arch="baseline", labels=canonical(7).to_list())
+    p = save_model(create_model("baseline"), tmp_path / "b.safetensors", meta)
+    permuted = ["happiness", "neutral", "sadness", "surprise", "fear", "disgust", "anger"]
+    with pytest.raises(LabelMapMismatch, match="7 classes"):
+        load_model(p, labels=permuted)
+    with pytest.raises(LabelMapMismatch, match="8 classes"):
+        load_model(p, labels=canonical(8).to_list())
+    with pytest.raises(CheckpointError, match="labels"):
+        save_model(create_model("baseline"), tmp_path / "c.safetensors", ModelMeta(arch="baseline", labels=["neutral"]))
+
+
+def test_native_label_maps():
+    assert native_label_map("rafdb").names[0] == "surprise"
+    # RAF-DB 1..7 -> official 3,4,5,1,2,6,0
+    assert [native_to_canonical("rafdb", i) for i in range(1, 8)] == [3, 4, 5, 1, 2, 6, 0]
+    assert [native_to_canonical("fer2013", i) for i in range(7)] == [6, 5, 4, 1, 2, 3, 0]
+    assert native_to_canonical("ferplus", 7) == 7
+    with pytest.raises(ValueError):
+        native_to_canonical("ferplus", 7, num_classes=7)
+    with pytest.raises(ValueError):
+        LabelMap(["neutral", "neutral"])
+    assert LabelMap(["Happy", "sad"]).names == ("happiness", "sadness")
