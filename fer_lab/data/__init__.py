@@ -1,0 +1,16 @@
+"""Datasets in their native layouts, the decode-once array cache, sampling and checks.
+
+>>> ds = build_dataset("ferplus", "/data/ferplus", "train")          # FERDataset
+>>> cache = build_cache(ds, 112)                                    # ArrayCache (memmap)
+
+See ``docs/data.md`` for the layouts each adapter reads and the label rules.
+"""
+from .base import (DATA_LAYER_VERSION, FERDataset, Problem, Record, build_dataset, list_datasets,
+                   register_dataset)
+from .cache import ArrayCache, build_cache, cache_key, cache_root
+
+# adapters register themselves on import
+from . import ferplus  # noqa: E402,F401
+
+__all__ = ["FERDataset", "Problem", "Record", "build_dataset", "list_datasets", "register_dataset",
+           "ArrayCache", "build_cache", "cache_key", "cache_root", "DATA_LAYER_VERSION"]
