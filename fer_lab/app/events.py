@@ -1,0 +1,353 @@
+"""The app's event functions: plain methods of :class:`AppEngine`, unit-tested without a server.
+
+Every public method is wrapped by :func:`user_errors`: library errors (unreadable image, bad
+checkpoint, ...) become ``gr.Error`` with a human message (a toast in the UI, a clean
+``AppError`` for API clients); anything unexpected is logged server-side and reported as an
+internal error without a traceback.  The worker always survives.
+
+Flow in the UI: image change -> :meth:`AppEngine.detect` (boxes, face list, status) -> on success
+:meth:`AppEngine.analyze` (crop, then per model: label, distribution, CAM, timings).  Detection
+results are cached per uploaded file so picking another face or CAM method does not re-detect.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from ..cam import CAM_METHODS, overlay_cam
+from ..checkpoint import CheckpointError
+from ..faces import detect_faces, draw_faces
+from ..inference import FacePrediction, Predictor
+from ..io import ImageLoadError, load_image
+from ..viz import distribution_bar
+from .hub import ModelHub
+
+__all__ = ["AppEngine", "user_errors", "MAX_FACES", "MAX_BATCH_FILES", "SIDES"]
+
+log = logging.getLogger(__name__)
+
+MAX_FACES = 20          # faces listed per image (largest first); more are reported, not scored
+MAX_BATCH_FILES = 32    # images per batch request
+MAX_UPLOAD_PIXELS = 25_000_000
+SIDES = ("baseline", "efficientface")  # column names (defaults: baseline-ferplus, efficientface-ferplus)
+NO_IMAGE = "Upload an image, take a webcam picture, paste from the clipboard or pick an example."
+BOX_COLOR, SELECTED_COLOR = (0, 200, 0), (255, 40, 40)
+
+
+def _short(msg: str, paths: tuple = ()) -> str:
+    """Hide server temp paths (Gradio's upload cache) in user-facing messages."""
+    for p in paths:
+        if p:
+            msg = msg.replace(str(p), Path(str(p)).name)
+    return msg
+
+
+def user_errors(fn):
+    """Turn library errors into ``gr.Error`` messages; never leak a traceback to the user."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        paths = tuple(a for a in args if isinstance(a, (str, os.PathLike)))
+        paths += tuple(p for a in args if isinstance(a, (list, tuple)) for p in a if isinstance(p, str))
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ImageLoadError, CheckpointError, FileNotFoundError, ValueError, TypeError) as e:
+            raise gr.Error(_short(str(e), paths), print_exception=False) from None
+        except MemoryError:
+            raise gr.Error("The server ran out of memory on this input; try a smaller image.",
+                           print_exception=False) from None
+        except Exception as e:  # a bug: log it for the operator, keep the message clean
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Internal error ({type(e).__name__}); the server log has the details.",
+                           print_exception=False) from None
+
+    return wrapper
+
+
+class _Detection:
+    __slots__ = ("image", "faces", "total", "ms")
+
+    def __init__(self, image, faces, total, ms):
+        self.image, self.faces, self.total, self.ms = image, faces, total, ms
+
+
+class AppEngine:
+    """State shared by all sessions: the models (loaded once) and a small detection cache."""
+
+    def __init__(self, hub: ModelHub | None = None, allow_local_paths: bool | None = None,
+                 max_pixels: int = MAX_UPLOAD_PIXELS, cache_size: int = 4):
+        self.hub = hub if hub is not None else ModelHub()
+        # a server path text box makes sense on your own machine, not on a public Space
+        self.allow_local_paths = (not os.environ.get("SPACE_ID")) if allow_local_paths is None else allow_local_paths
+        self.max_pixels = max_pixels
+        self._cache: OrderedDict[tuple, _Detection] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def model_choices(self) -> list[str]:
+        return self.hub.names()
+
+    def warmup(self) -> None:
+        """One forward + CAM per loaded model, so the first user does not pay for lazy imports."""
+        face = np.full((64, 64, 3), 128, np.uint8)
+        for name in self.hub.names():
+            p = self.hub.get(name)
+            seen, _, _ = p.predict_crops([face])
+            p.cams(seen, CAM_METHODS[0])
+
+    def _load(self, path) -> np.ndarray:
+        if path is None:
+            raise gr.Error(NO_IMAGE, print_exception=False)
+        path = _as_path(path)
+        return load_image(path, max_pixels=self.max_pixels)
+
+    def _detection(self, path, whole_image: bool) -> _Detection:
+        path = _as_path(path)
+        try:
+            st = os.stat(path)
+            key = (str(path), st.st_mtime_ns, st.st_size, bool(whole_image))
+        except OSError:
+            key = None
+        with self._cache_lock:
+            if key is not None and key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        img = self._load(path)
+        t0 = time.perf_counter()
+        faces = [] if whole_image else detect_faces(img, max_faces=None)
+        det = _Detection(img, faces[:MAX_FACES], len(faces), (time.perf_counter() - t0) * 1000.0)
+        if key is not None:
+            with self._cache_lock:
+                self._cache[key] = det
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return det
+
+    def _predictors(self, names) -> list[Predictor | None]:
+        out = []
+        for name in names:
+            out.append(self.hub.get(name) if name else None)
+        if not any(out):
+            msg = self.hub.startup_message() or "No model selected."
+            raise gr.Error(msg.replace("**", ""), print_exception=False)
+        return out
+
+    # ------------------------------------------------------------------ events
+    @user_errors
+    def detect(self, image, whole_image: bool = False):
+        """Find faces: (image with numbered boxes, face-picker update, status markdown)."""
+        if image is None:
+            return None, gr.update(choices=[], value=None), NO_IMAGE
+        det = self._detection(image, whole_image)
+        h, w = det.image.shape[:2]
+        if whole_image:
+            return det.image, gr.update(choices=[], value=None), f"Scoring the whole image ({w}x{h})."
+        if not det.faces:
+            return (det.image, gr.update(choices=[], value=None),
+                    f"**No face found** in this {w}x{h} image. Tick *Use the whole image* to score the "
+                    "whole picture (works best on a tightly cropped face).")
+        choices = [(_face_label(i, f), i) for i, f in enumerate(det.faces)]
+        status = f"Found {det.total} face{'s' if det.total != 1 else ''} ({det.ms:.0f} ms)."
+        if det.total > MAX_FACES:
+            status += f" Listing the {MAX_FACES} largest."
+        if det.total > 1:
+            status += " Pick a face in the list; boxes are numbered."
+        annotated = draw_faces(det.image, det.faces, [str(i + 1) for i in range(len(det.faces))], BOX_COLOR)
+        return annotated, gr.update(choices=choices, value=0), status
+
+    @user_errors
+    def analyze(self, image, face=0, whole_image: bool = False, cam_method: str = "gradcam",
+                baseline_model: str | None = None, efficientface_model: str | None = None):
+        """One face through both models. Returns (annotated image, crop, status, then per model
+        label markdown, distribution figure, CAM overlay, timing markdown, and a JSON summary)."""
+        if image is None:
+            return _empty_analysis(NO_IMAGE)
+        if cam_method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
+        predictors = self._predictors([baseline_model, efficientface_model])
+        det = self._detection(image, whole_image)
+        if whole_image:
+            face_obj, index = None, None
+        else:
+            if not det.faces:
+                raise gr.Error("No face found in this image. Tick 'Use the whole image' to score the whole "
+                               "picture.", print_exception=False)
+            index = _face_index(face, len(det.faces))
+            face_obj = det.faces[index]
+        annotated = det.image if face_obj is None else _highlight(det.image, det.faces, index)
+        summary = {"face": index, "box": None if face_obj is None else list(face_obj.box),
+                   "faces_found": det.total, "detect_ms": round(det.ms, 1), "models": {}}
+        columns, crop = [], None
+        for side, name, p in zip(SIDES, (baseline_model, efficientface_model), predictors):
+            if p is None:
+                columns += [f"*No model selected for the {side} column.*", None, None, ""]
+                continue
+            res = p.predict_image(det.image, detect=not whole_image,
+                                  faces=None if face_obj is None else [face_obj])
+            fp: FacePrediction = res.faces[0]
+            t0 = time.perf_counter()
+            cam = p.cams([fp.crop], cam_method)[0]
+            cam_ms = (time.perf_counter() - t0) * 1000.0
+            crop = fp.crop if crop is None or side == "efficientface" else crop
+            columns += [f"### {fp.label} ({fp.score:.0%})\n`{p.name}`",
+                        distribution_bar(fp.probs, fp.labels, name=side),
+                        overlay_cam(fp.crop, cam),
+                        f"model {fp.latency_ms:.1f} ms · {cam_method} {cam_ms:.1f} ms · detection {det.ms:.0f} ms"]
+            summary["models"][side] = {"weights": name, "label": fp.label, "score": round(fp.score, 6),
+                                       "probs": {k: round(float(v), 6) for k, v in zip(fp.labels, fp.probs)},
+                                       "input_size": int(p.meta.input_size), "recipe": p.recipe,
+                                       "model_ms": round(fp.latency_ms, 2), "cam_ms": round(cam_ms, 2)}
+        where = "the whole image" if face_obj is None else f"face {index + 1} of {det.total}"
+        status = f"Scored {where} with {len(summary['models'])} model(s)."
+        return (annotated, crop, status, *columns, summary)
+
+    @user_errors
+    def batch(self, files, whole_image: bool = False, baseline_model: str | None = None,
+              efficientface_model: str | None = None):
+        """Several images -> (table of per-face predictions for both models, CSV file path)."""
+        import pandas as pd
+
+        paths = [_as_path(f) for f in (files or [])]
+        if not paths:
+            raise gr.Error("Upload one or more images for the batch.", print_exception=False)
+        if len(paths) > MAX_BATCH_FILES:
+            raise gr.Error(f"{len(paths)} files; the batch limit is {MAX_BATCH_FILES}.", print_exception=False)
+        names = (baseline_model, efficientface_model)
+        predictors = self._predictors(names)
+        rows = []
+        for path in paths:
+            base = {"image": Path(path).name}
+            try:
+                img = load_image(path, max_pixels=self.max_pixels)
+            except (ImageLoadError, FileNotFoundError) as e:
+                rows.append({**base, "error": _short(str(e), (path,))})
+                continue
+            faces = [] if whole_image else detect_faces(img, max_faces=MAX_FACES)
+            if not whole_image and not faces:
+                rows.append({**base, "error": "no face found"})
+                continue
+            per_side = {}
+            for side, p in zip(SIDES, predictors):
+                if p is not None:
+                    per_side[side] = p.predict_image(img, detect=not whole_image, faces=faces or None).faces
+            n = len(next(iter(per_side.values())))
+            for i in range(n):
+                row = {**base, "face": i + 1}
+                some = next(iter(per_side.values()))[i]
+                row["box"] = "whole image" if some.box is None else " ".join(map(str, some.box))
+                for side, preds in per_side.items():
+                    fp = preds[i]
+                    row[f"{side}_model"] = names[SIDES.index(side)]
+                    row[f"{side}_label"] = fp.label
+                    row[f"{side}_score"] = round(fp.score, 4)
+                    for lab, v in fp.prob_dict().items():
+                        row[f"{side}_p_{lab}"] = None if v is None else round(v, 4)
+                if len(per_side) == 2:
+                    row["agree"] = per_side[SIDES[0]][i].label == per_side[SIDES[1]][i].label
+                rows.append(row)
+        table = pd.DataFrame(rows)
+        out_dir = Path(tempfile.mkdtemp(prefix="fer_lab_batch_"))
+        csv_path = out_dir / "fer_lab_predictions.csv"
+        table.to_csv(csv_path, index=False, quoting=csv.QUOTE_MINIMAL)
+        shown = [c for c in ("image", "face", "box", *[f"{s}_{k}" for s in SIDES for k in ("label", "score")],
+                             "agree", "error") if c in table.columns]
+        return table[shown], str(csv_path)
+
+    @user_errors
+    def load_checkpoint(self, file=None, path: str | None = None, side: str = "efficientface"):
+        """Load a checkpoint (upload or, locally, a server path) and select it in one column.
+
+        Returns (status markdown, baseline dropdown update, efficientface dropdown update).
+        """
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        if file is not None:
+            src = _as_path(file)
+            key = self.hub.add_checkpoint(src, display_name=_orig_name(file))
+        elif path and str(path).strip():
+            if not self.allow_local_paths:
+                raise gr.Error("Loading from a server path is disabled here; upload the file instead.",
+                               print_exception=False)
+            key = self.hub.add_checkpoint(Path(str(path).strip()).expanduser())
+        else:
+            raise gr.Error("Choose a checkpoint file (.safetensors, .pth.tar, .tar) or enter a path.",
+                           print_exception=False)
+        p = self.hub.get(key)
+        choices = self.hub.names()
+        notes = getattr(p, "notes", [])
+        status = (f"Loaded **{key}**: {p.meta.arch}, {len(p.labels)} classes ({', '.join(p.labels)}), "
+                  f"input {p.meta.input_size}px, crop recipe `{p.recipe}`.")
+        if p.meta.source.startswith("official"):
+            status += (" This is an authors' file without fer_lab metadata: RAF-DB normalisation and "
+                       "224px crops are assumed.")
+        if notes:
+            status += " Note: " + " ".join(notes)
+        ups = [gr.update(choices=choices, value=key) if s == side else gr.update(choices=choices) for s in SIDES]
+        return (status, *ups)
+
+
+# ---------------------------------------------------------------------- small pure helpers
+def _as_path(f) -> str:
+    """Gradio hands files as paths (type='filepath') or FileData-like objects with .path/.name."""
+    if isinstance(f, (str, os.PathLike)):
+        return str(f)
+    if isinstance(f, dict) and "path" in f:
+        return str(f["path"])
+    for attr in ("path", "name"):
+        if isinstance(getattr(f, attr, None), str):
+            return getattr(f, attr)
+    raise TypeError(f"expected a file path, got {type(f).__name__}")
+
+
+def _orig_name(f) -> str | None:
+    if isinstance(f, dict):
+        return f.get("orig_name")
+    name = getattr(f, "orig_name", None)
+    if name:
+        return name
+    # Gradio keeps the original file name as the last path component of its upload cache
+    return Path(_as_path(f)).name
+
+
+def _face_label(i: int, face) -> str:
+    x, y, w, h = face.box
+    return f"Face {i + 1}: {w}x{h} px at ({x}, {y})"
+
+
+def _face_index(face, n: int) -> int:
+    if face is None or face == "":
+        return 0
+    try:
+        i = int(face)
+    except (TypeError, ValueError):
+        digits = "".join(ch for ch in str(face).split(":")[0] if ch.isdigit())
+        if not digits:
+            raise ValueError(f"face must be an index 0..{n - 1}, got {face!r}") from None
+        i = int(digits) - 1
+    if not 0 <= i < n:
+        raise ValueError(f"face index {i} out of range: {n} face{'s' if n != 1 else ''} found (0..{n - 1})")
+    return i
+
+
+def _highlight(image: np.ndarray, faces, index: int) -> np.ndarray:
+    labels = [str(i + 1) for i in range(len(faces))]
+    out = draw_faces(image, faces, labels, BOX_COLOR)
+    return draw_faces(out, [faces[index]], [labels[index]], SELECTED_COLOR)
+
+
+def _empty_analysis(status: str):
+    return (None, None, status, *(["", None, None, ""] * len(SIDES)), {})
+

@@ -1,0 +1,163 @@
+"""Gradio Blocks layout: wires components to :class:`fer_lab.app.events.AppEngine` methods.
+
+No model, image or plotting code here; every event has an explicit ``api_name`` (the HTTP /
+``gradio_client`` API is documented in the README and docs/app.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..cam import CAM_METHODS
+from ..io import IMAGE_EXTENSIONS
+from .events import MAX_BATCH_FILES, SIDES, AppEngine
+
+__all__ = ["build_demo", "launch_kwargs", "example_images", "ImagePath", "QUEUE_SIZE", "CONCURRENCY",
+           "MAX_FILE_SIZE"]
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = ROOT / "data" / "examples"
+QUEUE_SIZE = 32          # waiting requests beyond this are refused ("queue full") instead of piling up
+CONCURRENCY = 2          # events run at once per event type (2 vCPU on a CPU-Basic Space)
+MAX_FILE_SIZE = "64mb"   # upload cap (the authors' MS-Celeb-pretrained file is ~60 MB; images are
+                         # further limited by fer_lab.io: 30 MB, 25 MP in the app)
+TITLES = {"baseline": "Baseline (ShuffleNet-V2)", "efficientface": "EfficientFace"}
+CSS = ".cam img, .crop img { image-rendering: pixelated; }"
+
+from gradio.events import Dependency
+
+class ImagePath(gr.Image):
+    """``gr.Image`` that hands the uploaded file over undecoded.
+
+    ``gr.Image`` opens uploads with PIL itself (non-images, zero-byte files and bombs fail there
+    with an opaque message); here :func:`fer_lab.io.load_image` does all decoding and checks, so
+    the UI and the API get the same clear errors.  Same front-end as ``gr.Image``.
+    """
+
+    is_template = True  # render with the stock Image front-end
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception as e:
+            raise gr.Error(f"Could not read the image: {e}", print_exception=False) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
+    """License-clean example images shipped in data/examples (never FER+ images)."""
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def launch_kwargs() -> dict:
+    """Arguments for ``demo.launch`` (Gradio 6: theme/css belong to launch)."""
+    return {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "css": CSS, "ssr_mode": False}
+
+
+def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
+               concurrency: int = CONCURRENCY, warmup: bool = True) -> gr.Blocks:
+    """Build the app; models are loaded here, once (``engine`` defaults to the shipped weights)."""
+    engine = engine if engine is not None else AppEngine()
+    if warmup:
+        engine.warmup()
+    choices = engine.model_choices()
+    defaults = [engine.hub.default_for(i) for i in range(len(SIDES))]
+    examples = example_images()
+
+    with gr.Blocks(title="fer_lab: EfficientFace vs baseline") as demo:
+        gr.Markdown("# Facial expression recognition: baseline vs EfficientFace\n"
+                    "Upload a photo (or use the webcam / clipboard / an example). Every face is detected; "
+                    "pick one to see what each model predicts, its full label distribution and where it "
+                    "looks (class activation map). Models from Zhao et al., *Robust Lightweight Facial "
+                    "Expression Recognition Network with Label Distribution Training*, AAAI 2021.")
+        warning = engine.hub.startup_message()
+        gr.Markdown(warning, visible=bool(warning), elem_id="startup-warning")
+
+        with gr.Tab("Single image"):
+            with gr.Row():
+                with gr.Column():
+                    image = ImagePath(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                                      label="Input image", elem_id="input-image")
+                    with gr.Row():
+                        whole = gr.Checkbox(False, label="Use the whole image (no face detection)",
+                                            elem_id="whole-image")
+                        method = gr.Dropdown(list(CAM_METHODS), value=CAM_METHODS[0], label="CAM method",
+                                             elem_id="cam-method")
+                    if examples:
+                        gr.Examples(examples, inputs=[image], label="Examples (license-clean)",
+                                    api_name="example", api_visibility="undocumented")
+                with gr.Column():
+                    annotated = gr.Image(label="Detected faces", format="jpeg", interactive=False,
+                                         elem_id="faces-image")
+                    face = gr.Dropdown(choices=[], label="Face", allow_custom_value=True, elem_id="face-picker")
+                    status = gr.Markdown(elem_id="status")
+                    crop = gr.Image(label="Crop the model sees", format="png", interactive=False, height=160,
+                                    elem_classes="crop", elem_id="crop")
+            model_boxes, side_outputs = [], []
+            with gr.Row():
+                for side, default in zip(SIDES, defaults):
+                    with gr.Column():
+                        gr.Markdown(f"## {TITLES[side]}")
+                        model_boxes.append(gr.Dropdown(choices, value=default, label="Weights",
+                                                       allow_custom_value=True, elem_id=f"{side}-model"))
+                        side_outputs += [
+                            gr.Markdown(elem_id=f"{side}-label"),
+                            gr.Plot(label="Label distribution", elem_id=f"{side}-plot"),
+                            gr.Image(label="Class activation map", format="png", interactive=False,
+                                     height=224, elem_classes="cam", elem_id=f"{side}-cam"),
+                            gr.Markdown(elem_id=f"{side}-time"),
+                        ]
+            with gr.Accordion("Raw output (JSON)", open=False):
+                details = gr.JSON(elem_id="details")
+
+        with gr.Tab("Batch"):
+            gr.Markdown(f"Score up to {MAX_BATCH_FILES} images with both models: one row per face; the CSV "
+                        "holds the full probability vectors.")
+            files = gr.File(file_count="multiple", type="filepath", label="Images", elem_id="batch-files")
+            batch_whole = gr.Checkbox(False, label="Use the whole images (no face detection)")
+            run_batch = gr.Button("Run batch", variant="primary", elem_id="run-batch")
+            table = gr.Dataframe(label="Per-face predictions", interactive=False, elem_id="batch-table")
+            csv_file = gr.File(label="CSV", interactive=False, elem_id="batch-csv")
+
+        with gr.Tab("Models"):
+            gr.Markdown("Shipped weights: " + (", ".join(f"`{c}`" for c in choices) or "none") +
+                        ". Load your own checkpoint: fer_lab's `.safetensors` (carries its labels, input size, "
+                        "normalisation and crop recipe) or the authors' published EfficientFace files "
+                        "(`.pth.tar` / `.tar`; RAF-DB normalisation and 224 px assumed).")
+            ckpt_file = gr.File(label="Checkpoint file", type="filepath",
+                                file_types=[".safetensors", ".tar", ".pth", ".pt", ".bin"], elem_id="ckpt-file")
+            ckpt_path = gr.Textbox(label="...or a path on this machine", visible=engine.allow_local_paths,
+                                   placeholder="/path/to/model.safetensors")
+            ckpt_side = gr.Radio(list(SIDES), value="efficientface", label="Show it in column")
+            load_btn = gr.Button("Load checkpoint", elem_id="load-ckpt")
+            ckpt_status = gr.Markdown()
+
+        analyze_inputs = [image, face, whole, method, *model_boxes]
+        analyze_outputs = [annotated, crop, status, *side_outputs, details]
+        gr.on([image.change, whole.change], engine.detect, inputs=[image, whole], outputs=[annotated, face, status],
+              api_name="detect", trigger_mode="always_last").success(
+            engine.analyze, inputs=analyze_inputs, outputs=analyze_outputs,
+            api_name="detect_then_analyze", api_visibility="private")
+        gr.on([face.input, method.change, *[b.input for b in model_boxes]], engine.analyze,
+              inputs=analyze_inputs, outputs=analyze_outputs, api_name="analyze", trigger_mode="always_last")
+        run_batch.click(engine.batch, inputs=[files, batch_whole, *model_boxes], outputs=[table, csv_file],
+                        api_name="batch")
+        load_btn.click(engine.load_checkpoint, inputs=[ckpt_file, ckpt_path, ckpt_side],
+                       outputs=[ckpt_status, *model_boxes], api_name="load_checkpoint")
+
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    demo.engine = engine
+    return demo

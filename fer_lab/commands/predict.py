@@ -1,0 +1,55 @@
+"""``fer-lab predict``: score every face of some images with one checkpoint."""
+from __future__ import annotations
+
+import sys
+
+from . import print_json, print_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict", help="predict the expression of every face in images",
+        description="Detect faces, crop them with the checkpoint's recipe and print per-face "
+                    "probabilities for every canonical label. Unreadable images get an error "
+                    "entry and make the exit code 1.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--weights", default=None,
+                   help="shipped name or checkpoint path (default: efficientface-ferplus)")
+    p.add_argument("--no-detect", action="store_true",
+                   help="score the whole image instead of detected faces")
+    p.add_argument("--recipe", default=None,
+                   help="override the checkpoint's crop recipe (the model was trained on its own)")
+    p.add_argument("--max-faces", type=int, default=None, help="keep only the N largest faces per image")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..inference import DEFAULT_WEIGHTS, Predictor, predict_files
+
+    if args.max_faces is not None and args.max_faces < 1:
+        raise ValueError("--max-faces must be >= 1")
+    predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe)
+    results = predict_files(predictor, args.images, detect=not args.no_detect, max_faces=args.max_faces)
+    failed = [r for r in results if not r.ok]
+    if args.json:
+        print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
+                    "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
+    else:
+        rows = []
+        for r in results:
+            if not r.ok:
+                continue
+            if not r.faces:
+                rows.append({"image": r.source, "face": "-", "box": "no face found", "label": "", "score": ""})
+            for f in r.faces:
+                box = "whole image" if f.box is None else ",".join(map(str, f.box))
+                rows.append({"image": r.source, "face": f.index, "box": box, "label": f.label,
+                             "score": f"{f.score:.3f}"})
+        print(f"weights: {predictor.name} ({predictor.meta.arch}, recipe {predictor.recipe})")
+        if rows:
+            print_table(rows, ["image", "face", "box", "label", "score"])
+        for r in failed:
+            print(f"error: {r.source}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0

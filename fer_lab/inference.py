@@ -1,0 +1,264 @@
+"""Inference engine: image -> faces -> the crops the model was trained on -> label probabilities.
+
+One :class:`Predictor` per checkpoint is shared by ``fer-lab predict``, the Gradio app and the
+notebooks, so all of them detect, crop and normalise exactly as the weights' metadata says:
+
+* the crop recipe comes from ``model.meta.crop["recipe"]`` (``"none"``: the whole image is the
+  input; ``"prealigned"``, the authors' files: detected faces are cropped with the default
+  recipe, the whole image is used when detection is off);
+* resize / grayscale / mean / std come from ``model.preprocess`` (built from the same metadata);
+* all faces of one image go through the network as one batch.
+
+``FacePrediction.latency_ms`` is the model time for the image (preprocessing of the crops plus the
+forward pass of the whole batch), the same number for every face of that image; detection time is
+reported separately in :class:`ImageResult`.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .labels import CANONICAL
+
+__all__ = ["Predictor", "FacePrediction", "ImageResult", "DEFAULT_WEIGHTS", "WHOLE_IMAGE_RECIPES",
+           "predict_files"]
+
+DEFAULT_WEIGHTS = "efficientface-ferplus"
+# recipes meaning "the network takes the whole image as it is" (no face detection needed)
+WHOLE_IMAGE_RECIPES = ("none",)
+# the authors' files were trained on pre-aligned face crops; for photos we crop detected faces
+PREALIGNED_RECIPES = ("prealigned",)
+# the authors' crops (RetinaFace-aligned RAF-DB/AffectNet faces) include hair and chin
+PREALIGNED_PHOTO_RECIPE = "wide"
+
+
+@dataclass
+class FacePrediction:
+    """One face (or the whole image when ``box`` is None) scored by one model."""
+
+    box: tuple[int, int, int, int] | None  # x, y, w, h in pixels of the loaded (EXIF-rotated) image
+    crop: np.ndarray                         # uint8 S x S x 3: what the model saw, before normalisation
+    probs: np.ndarray                        # float32 (C,), sums to 1, order = ``labels``
+    labels: tuple[str, ...]
+    label: str                               # top label
+    score: float                             # its probability
+    latency_ms: float                        # preprocessing + forward of this image's batch
+    detection_score: float | None = None
+    index: int = 0                           # face number within the image (detector order)
+
+    def prob_dict(self, canonical_order: bool = True) -> dict[str, float | None]:
+        """Probabilities per label; with ``canonical_order`` every canonical label is a key
+        (None for labels the model does not predict, e.g. contempt for a 7-class model)."""
+        own = {lab: float(p) for lab, p in zip(self.labels, self.probs)}
+        if not canonical_order:
+            return own
+        return {lab: own.get(lab) for lab in CANONICAL}
+
+    def to_dict(self) -> dict:
+        return {"face": self.index, "box": list(self.box) if self.box is not None else None,
+                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 4),
+                "label": self.label, "score": round(self.score, 6),
+                "probs": {k: (None if v is None else round(v, 6)) for k, v in self.prob_dict().items()},
+                "latency_ms": round(self.latency_ms, 2)}
+
+
+@dataclass
+class ImageResult:
+    """All faces of one image, or the reason the image could not be used."""
+
+    source: str
+    faces: list[FacePrediction] = field(default_factory=list)
+    error: str | None = None
+    size: tuple[int, int] | None = None   # (width, height) after EXIF rotation
+    detect_ms: float = 0.0
+    whole_image: bool = False              # True when the whole image was scored (no detection)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        d = {"image": self.source}
+        if self.error is not None:
+            d["error"] = self.error
+            return d
+        d.update({"size": list(self.size) if self.size else None, "whole_image": self.whole_image,
+                  "detect_ms": round(self.detect_ms, 2), "faces": [f.to_dict() for f in self.faces]})
+        return d
+
+
+class Predictor:
+    """A loaded model plus its crop recipe and preprocessing; thread-safe for ``predict``.
+
+    Args:
+        weights: shipped name (``efficientface-ferplus``), checkpoint path (own ``.safetensors`` or
+            the authors' ``.pth.tar``/``.tar``) or an already loaded model carrying ``.meta`` and
+            ``.preprocess`` (as returned by :func:`fer_lab.load_model`).
+        device: torch device.
+        recipe: override the checkpoint's crop recipe (rarely right: the model was trained on it).
+    """
+
+    def __init__(self, weights: str | os.PathLike | nn.Module = DEFAULT_WEIGHTS, device: str | torch.device = "cpu",
+                 recipe: str | None = None):
+        if isinstance(weights, nn.Module):
+            model = weights
+            for attr in ("meta", "preprocess"):
+                if not hasattr(model, attr):
+                    raise ValueError(f"a model passed to Predictor needs .{attr} (load it with fer_lab.load_model)")
+            self.name = getattr(model, "checkpoint_path", None) or getattr(model.meta, "arch", "model")
+            model = model.to(device).eval()
+        else:
+            from .checkpoint import load_model
+
+            model = load_model(weights, device=device)
+            self.name = str(weights)
+        self.model = model
+        self.device = torch.device(device)
+        self.meta = model.meta
+        self.preprocess = model.preprocess
+        self.labels: tuple[str, ...] = tuple(model.meta.labels)
+        self.recipe_override = recipe
+        self.recipe = recipe or (model.meta.crop or {}).get("recipe", "none")
+        self.crop_recipe()  # unknown recipe names fail here, not on the first image
+        # CAM hooks live on the shared model and would see a concurrent forward: one use at a time
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.name!r}, arch={self.meta.arch!r}, input={self.meta.input_size}, "
+                f"recipe={self.recipe!r}, labels={len(self.labels)})")
+
+    @property
+    def whole_image_only(self) -> bool:
+        """True when the checkpoint's recipe takes the whole image (``"none"``)."""
+        return self.recipe in WHOLE_IMAGE_RECIPES
+
+    def crop_recipe(self, detect: bool = True):
+        """The :class:`fer_lab.faces.CropRecipe` used for this model's faces."""
+        from .faces import get_recipe
+
+        if self.recipe in PREALIGNED_RECIPES and detect:
+            return get_recipe(PREALIGNED_PHOTO_RECIPE)
+        if self.recipe_override is None and self.recipe == (self.meta.crop or {}).get("recipe"):
+            return get_recipe(self.meta.crop)  # honours margins etc. recorded at training time
+        return get_recipe(self.recipe)
+
+    def detect(self, image: np.ndarray, max_faces: int | None = None) -> list:
+        """Faces in a loaded image (largest first), with eye landmarks when the recipe aligns."""
+        from .faces import detect_faces
+
+        return detect_faces(image, max_faces=max_faces, landmarks=self.crop_recipe().align)
+
+    def extract(self, image: np.ndarray, detect: bool = True, faces: Sequence | None = None,
+                max_faces: int | None = None):
+        """Loaded image -> list of (Face or None, raw crop), using this model's recipe.
+
+        ``faces``: detections to reuse (from :meth:`detect` or :func:`fer_lab.faces.detect_faces`)
+        so that several models on one image share one detection pass; ``[]`` = no face found.
+        """
+        from .faces import crop_face, detect_eyes
+
+        recipe = self.crop_recipe(detect)
+        if not detect or not recipe.detect:
+            return [(None, crop_face(image, None, recipe))]
+        if faces is None:
+            faces = self.detect(image, max_faces=max_faces)
+        elif max_faces is not None:
+            faces = sorted(faces, key=lambda f: -f.area)[:max_faces]
+        out = []
+        for f in faces:
+            if recipe.align and f.landmarks is None:
+                f = replace(f, landmarks=detect_eyes(image, f.box))
+            out.append((f, crop_face(image, f, recipe)))
+        return out
+
+    # ------------------------------------------------------------------ model
+    @torch.inference_mode()
+    def predict_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Raw face crops -> (model-view crops uint8 N x S x S x 3, probs float32 N x C, ms)."""
+        if len(crops) == 0:
+            return (np.zeros((0, self.preprocess.input_size, self.preprocess.input_size, 3), np.uint8),
+                    np.zeros((0, len(self.labels)), np.float32), 0.0)
+        t0 = time.perf_counter()
+        seen = np.stack([self.preprocess.resize(c) for c in crops])
+        from .preprocess import normalize_uint8
+
+        x = normalize_uint8(torch.from_numpy(seen), self.preprocess.mean, self.preprocess.std).to(self.device)
+        with self._lock:
+            logits = self.model(x)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float32)
+        return seen, probs, (time.perf_counter() - t0) * 1000.0
+
+    def predict(self, image, detect: bool = True, faces: Sequence | None = None,
+                max_faces: int | None = None) -> list[FacePrediction]:
+        """Score every face of ``image`` (path, bytes, PIL, array; see :func:`fer_lab.io.load_image`).
+
+        ``detect=False`` scores the whole image (cropped by the recipe's whole-image rule).
+        Returns an empty list when detection finds no face.  ``max_faces`` keeps the largest
+        (default: all).
+        """
+        return self.predict_image(image, detect=detect, faces=faces, max_faces=max_faces).faces
+
+    def predict_image(self, image, detect: bool = True, faces: Sequence | None = None,
+                      max_faces: int | None = None, source: str | None = None) -> ImageResult:
+        """Like :meth:`predict` but returns the :class:`ImageResult` (size, detection time)."""
+        from .io import load_image
+
+        img = image if _is_rgb_uint8(image) else load_image(image)
+        t0 = time.perf_counter()
+        pairs = self.extract(img, detect=detect, faces=faces, max_faces=max_faces)
+        detect_ms = (time.perf_counter() - t0) * 1000.0
+        seen, probs, ms = self.predict_crops([c for _, c in pairs])
+        out = []
+        for i, ((face, _), crop, p) in enumerate(zip(pairs, seen, probs)):
+            k = int(np.argmax(p))
+            box = None if face is None else tuple(int(v) for v in face.box)
+            out.append(FacePrediction(box=box, crop=crop, probs=p, labels=self.labels, label=self.labels[k],
+                                      score=float(p[k]), latency_ms=ms,
+                                      detection_score=None if face is None else float(face.score), index=i))
+        whole = bool(pairs) and pairs[0][0] is None
+        return ImageResult(source=source or _describe(image), faces=out, size=(img.shape[1], img.shape[0]),
+                           detect_ms=detect_ms, whole_image=whole)
+
+    # ------------------------------------------------------------------ CAM
+    def cams(self, crops: Sequence[np.ndarray], method: str = "gradcam", targets: Sequence[int] | None = None):
+        """Class-activation maps (N x S x S float32 in [0, 1]) for model-view crops.
+
+        ``targets``: class index per crop (default: the predicted class).
+        """
+        from .cam import compute_cams
+
+        x = self.preprocess(list(crops)).to(self.device)
+        with self._lock:
+            return compute_cams(self.model, x, method, targets)
+
+
+def _is_rgb_uint8(a) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+
+
+def _describe(image) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return str(image)
+    return type(image).__name__
+
+
+def predict_files(predictor: Predictor, sources: Iterable[str | os.PathLike], detect: bool = True,
+                  max_faces: int | None = None) -> list[ImageResult]:
+    """Score many images; an unreadable image becomes an ``ImageResult`` with ``error`` set."""
+    from .io import ImageLoadError
+
+    results = []
+    for src in sources:
+        try:
+            results.append(predictor.predict_image(src, detect=detect, max_faces=max_faces, source=str(src)))
+        except (ImageLoadError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            results.append(ImageResult(source=str(src), error=str(e)))
+    return results
