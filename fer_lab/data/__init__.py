@@ -8,9 +8,13 @@ See ``docs/data.md`` for the layouts each adapter reads and the label rules.
 from .base import (DATA_LAYER_VERSION, FERDataset, Problem, Record, build_dataset, list_datasets,
                    register_dataset)
 from .cache import ArrayCache, build_cache, cache_key, cache_root
+from .check import check_dataset, distribution_summary, verify_images
+from .sampler import ClassBalancedSampler, class_balanced_sampler
 
 # adapters register themselves on import
-from . import ferplus  # noqa: E402,F401
+from . import adapters, ferplus, synthetic  # noqa: E402,F401
 
 __all__ = ["FERDataset", "Problem", "Record", "build_dataset", "list_datasets", "register_dataset",
-           "ArrayCache", "build_cache", "cache_key", "cache_root", "DATA_LAYER_VERSION"]
+           "ArrayCache", "build_cache", "cache_key", "cache_root", "DATA_LAYER_VERSION",
+           "check_dataset", "distribution_summary", "verify_images",
+           "ClassBalancedSampler", "class_balanced_sampler"]

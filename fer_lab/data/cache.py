@@ -37,7 +37,7 @@ import numpy as np
 from ..labels import LabelMap
 from .base import DATA_LAYER_VERSION, FERDataset, Problem
 
-__all__ = ["ArrayCache", "build_cache", "cache_root", "cache_key"]
+__all__ = ["ArrayCache", "build_cache", "cache_root", "cache_key", "run_spans"]
 
 CACHE_FORMAT = 1
 _CHUNK = 256
@@ -52,21 +52,15 @@ def cache_root(cache_dir=None) -> Path:
 
 
 def _recipe_spec(recipe):
-    """(recipe object or None, JSON-able description for the key)."""
+    """(recipe object or None for "whole image", JSON-able description for the key)."""
     if recipe is None or (isinstance(recipe, str) and recipe.strip().lower() == "none"):
         return None, "none"
-    try:
-        from ..faces import get_recipe
-    except ImportError:  # pragma: no cover - until fer_lab.faces lands
-        raise ValueError(f"crop recipe {recipe!r} needs fer_lab.faces, which is not available") from None
-    obj = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    if getattr(obj, "name", None) == "none":
+    from ..faces import get_recipe
+
+    obj = get_recipe(recipe)
+    if not obj.detect:  # "none", "prealigned": the whole image, same pixels
         return None, "none"
-    if dataclasses.is_dataclass(obj):
-        spec = dataclasses.asdict(obj)
-    else:
-        spec = repr(obj)
-    return obj, json.loads(json.dumps(spec, sort_keys=True, default=str))
+    return obj, obj.to_dict()
 
 
 def cache_key(ds: FERDataset, size: int | None, recipe="none", grayscale: bool = False) -> tuple[str, dict]:
@@ -149,9 +143,9 @@ def _process_one(ds: FERDataset, i: int, size, recipe_obj, grayscale: bool) -> n
     if recipe_obj is not None:
         from ..faces import extract_faces
 
-        faces = extract_faces(img, recipe_obj, detect=True)
-        if faces:
-            img = faces[0][1]
+        face, img = extract_faces(img, recipe_obj, detect=True, fallback_whole=True)[0]
+        if face is None:
+            _STATE["noface"].append(i)
     if size is None:
         h, w = img.shape[:2]
         if (h, w) != (_STATE["native"], _STATE["native"]):
@@ -172,6 +166,7 @@ def _work(span: tuple[int, int]) -> list[tuple[int, str, str]]:
         st["mm"] = np.load(st["images_path"], mmap_mode="r+")
     mm, ds = st["mm"], st["ds"]
     bad = []
+    st["noface"] = []
     for i in range(*span):
         try:
             mm[i] = _process_one(ds, i, st["size"], st["recipe"], st["grayscale"])
@@ -180,7 +175,7 @@ def _work(span: tuple[int, int]) -> list[tuple[int, str, str]]:
         except (ValueError, OSError) as e:
             bad.append((i, "corrupt", str(e)))
     mm.flush()
-    return bad
+    return bad + [(i, "noface", "no face detected: whole image used") for i in st["noface"]]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -243,7 +238,9 @@ def build_cache(ds: FERDataset, size: int | None, *, recipe="none", grayscale: b
         _STATE.update(ds=ds, size=size, recipe=recipe_obj, grayscale=grayscale, native=native,
                       images_path=str(images_path), mm=None)
         bad = _run_pool(n, workers, progress, f"cache {ds.name}/{ds.split}@{size or 'native'}")
-        _STATE.clear()
+        _STATE.clear()  # also drops a serial run's memmap handle
+        noface = [i for i, kind, _ in bad if kind == "noface"]
+        bad = [b for b in bad if b[1] != "noface"]
         sizes = [b for b in bad if b[1] == "size"]
         if sizes:
             raise ValueError(sizes[0][2] + f" ({len(sizes)} images differ)")
@@ -266,7 +263,8 @@ def build_cache(ds: FERDataset, size: int | None, *, recipe="none", grayscale: b
                     "size": side, "native_size": size is None, "grayscale": bool(grayscale),
                     "label_map": ds.label_map.to_list(), "has_dists": dists is not None,
                     "ids": [ids[i] for i in keep], "problems": problems,
-                    "dataset_problems": len(ds.problems), "excluded": dict(ds.excluded),
+                    "dataset_problems": len(ds.problems), "recipe": fields["recipe"],
+                    "no_face_detected": [ds.records[i].id for i in sorted(noface)], "excluded": dict(ds.excluded),
                     "build_seconds": round(secs, 3), "images_per_second": round(n / max(secs, 1e-9), 1),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         (tmp / "manifest.json").write_text(json.dumps(manifest))
@@ -302,24 +300,33 @@ def _probe_native_size(ds: FERDataset, recipe_obj) -> int:
 
 
 def _run_pool(n: int, workers: int | None, progress: bool, desc: str) -> list:
+    return run_spans(_work, n, workers=workers, progress=progress, desc=desc)
+
+
+def run_spans(fn, n: int, *, workers: int | None = None, progress: bool = True, desc: str = "",
+              chunk: int | None = None) -> list:
+    """Call module-level ``fn((a, b))`` over spans of ``range(n)``; concatenate the returned lists.
+
+    Uses a fork process pool (workers inherit module state set before the call, e.g. the
+    dataset, without pickling it) when ``workers > 1``; tqdm counts items.
+    """
     from tqdm.auto import tqdm
 
-    spans = [(a, min(a + _CHUNK, n)) for a in range(0, n, _CHUNK)]
+    chunk = chunk or _CHUNK
+    spans = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
     workers = max(1, int(workers or os.cpu_count() or 1))
-    bad: list = []
+    out: list = []
     with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
-        if workers == 1 or len(spans) == 1 or "fork" not in mp.get_all_start_methods():
+        if workers == 1 or len(spans) <= 1 or "fork" not in mp.get_all_start_methods():
             for s in spans:
-                bad += _work(s)
+                out += fn(s)
                 bar.update(s[1] - s[0])
-            _STATE["mm"] = None
         else:
-            # fork: workers inherit the dataset (records, in-memory arrays) without pickling it
             with mp.get_context("fork").Pool(min(workers, len(spans))) as pool:
-                for s, res in zip(spans, pool.imap(_work, spans)):
-                    bad += res
+                for s, res in zip(spans, pool.imap(fn, spans)):
+                    out += res
                     bar.update(s[1] - s[0])
-    return bad
+    return out
 
 
 def _compact(images_path: Path, keep: np.ndarray, shape) -> None:

@@ -185,14 +185,14 @@ def write_caers(root, per_class: int = 2, defects: bool = False, seed: int = 0) 
     rng = np.random.default_rng(seed)
     for split in ("train", "test"):
         for i, emo in enumerate(CAERS_FOLDERS):
-            name = emo.lower() if i % 2 else emo  # mixed case on purpose
+            name = emo.lower() if i % 2 else emo  # mixed case on purpose: disgust, happy, sad lower
             for j in range(per_class):
                 _save(root / split / name / f"{j:04d}.png", random_face(rng, 64, gray=False))
     if defects:
         _save(root / "train" / "Bored" / "0000.png", random_face(rng, 64, gray=False))
-        (root / "train" / "Happy" / "empty.png").write_bytes(b"")
-        _corrupt(root / "train" / "Sad" / "corrupt.png")
-        (root / "train" / "Happy" / "notes.txt").write_text("not an image")
+        (root / "train" / "happy" / "empty.png").write_bytes(b"")
+        _corrupt(root / "train" / "sad" / "corrupt.png")
+        (root / "train" / "happy" / "notes.txt").write_text("not an image")
     return root
 
 
