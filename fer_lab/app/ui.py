@@ -97,7 +97,7 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                     annotated = gr.Image(label="Detected faces", format="jpeg", interactive=False,
                                          elem_id="faces-image")
                     face = gr.Dropdown(choices=[], label="Face", allow_custom_value=True, elem_id="face-picker")
-                    status = gr.Markdown(elem_id="status")
+                    status = gr.Markdown(label="Status", elem_id="status")
                     crop = gr.Image(label="Crop the model sees", format="png", interactive=False, height=160,
                                     elem_classes="crop", elem_id="crop")
             model_boxes, side_outputs = [], []
@@ -108,14 +108,14 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                         model_boxes.append(gr.Dropdown(choices, value=default, label="Weights",
                                                        allow_custom_value=True, elem_id=f"{side}-model"))
                         side_outputs += [
-                            gr.Markdown(elem_id=f"{side}-label"),
+                            gr.Markdown(label=f"{side} prediction", elem_id=f"{side}-label"),
                             gr.Plot(label="Label distribution", elem_id=f"{side}-plot"),
                             gr.Image(label="Class activation map", format="png", interactive=False,
                                      height=224, elem_classes="cam", elem_id=f"{side}-cam"),
-                            gr.Markdown(elem_id=f"{side}-time"),
+                            gr.Markdown(label=f"{side} timing", elem_id=f"{side}-time"),
                         ]
             with gr.Accordion("Raw output (JSON)", open=False):
-                details = gr.JSON(elem_id="details")
+                details = gr.JSON(label="Summary", elem_id="details")
 
         with gr.Tab("Batch"):
             gr.Markdown(f"Score up to {MAX_BATCH_FILES} images with both models: one row per face; the CSV "
@@ -137,7 +137,7 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                                    placeholder="/path/to/model.safetensors")
             ckpt_side = gr.Radio(list(SIDES), value="efficientface", label="Show it in column")
             load_btn = gr.Button("Load checkpoint", elem_id="load-ckpt")
-            ckpt_status = gr.Markdown()
+            ckpt_status = gr.Markdown(label="Checkpoint status")
 
         analyze_inputs = [image, face, whole, method, *model_boxes]
         analyze_outputs = [annotated, crop, status, *side_outputs, details]

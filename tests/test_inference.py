@@ -1,0 +1,162 @@
+"""Predictor and `fer-lab predict` on stand-in checkpoints (random weights, FER+-style metadata)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fer_lab import canonical, create_model
+from fer_lab.checkpoint import ModelMeta, save_model
+from fer_lab.cli import main
+from fer_lab.faces import crop_face, get_recipe
+from fer_lab.inference import Predictor, predict_files
+
+# where the astronaut's face is in skimage's public-domain photo (x, y, w, h), checked by eye
+ASTRONAUT_FACE = (176, 66, 94, 94)
+
+
+def _iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    return ix * iy / (aw * ah + bw * bh - ix * iy)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    for arch in ("efficientface", "baseline"):
+        save_model(create_model(arch, num_classes=8), d / f"{arch}-ferplus.safetensors",
+                   ModelMeta(arch=arch, labels=canonical(8).to_list(), input_size=64, mean=(0.5,) * 3,
+                             std=(0.25,) * 3, grayscale=True, crop={"recipe": "ferplus", "margin": 0.11}))
+    save_model(create_model("baseline", num_classes=7), d / "whole.safetensors",
+               ModelMeta(arch="baseline", labels=canonical(7).to_list(), input_size=48, crop={"recipe": "none"}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("img")
+    a = skimage.data.astronaut()
+    Image.fromarray(a).save(d / "astronaut.png")
+    face = a[40:220, 130:310]
+    Image.fromarray(np.concatenate([np.concatenate([face] * 3, 1)] * 2, 0)).save(d / "six.png")
+    Image.fromarray(np.full((200, 300, 3), (40, 120, 200), np.uint8)).save(d / "noface.png")
+    (d / "broken.png").write_bytes(b"not an image")
+    return d
+
+
+@pytest.fixture(scope="module")
+def predictor(weights):
+    return Predictor(weights / "efficientface-ferplus.safetensors")
+
+
+def test_predict_one_face_box_probs_and_model_view_crop(predictor, images):
+    preds = predictor.predict(images / "astronaut.png")
+    assert len(preds) == 1
+    p = preds[0]
+    assert _iou(p.box, ASTRONAUT_FACE) > 0.6
+    assert p.probs.dtype == np.float32 and p.probs.shape == (8,)
+    assert abs(float(p.probs.sum()) - 1) < 1e-5 and (p.probs >= 0).all()
+    assert p.label == p.labels[int(p.probs.argmax())] and p.score == pytest.approx(float(p.probs.max()))
+    assert p.labels == tuple(canonical(8).to_list()) and p.latency_ms > 0
+    # the crop is exactly the recipe crop resized by the checkpoint's preprocessing (gray, 64 px)
+    assert p.crop.shape == (64, 64, 3) and p.crop.dtype == np.uint8
+    assert (p.crop[..., 0] == p.crop[..., 1]).all() and (p.crop[..., 1] == p.crop[..., 2]).all()
+    img = np.asarray(Image.open(images / "astronaut.png").convert("RGB"))
+    face = predictor.detect(img)[0]
+    expected = predictor.preprocess.resize(crop_face(img, face, get_recipe(predictor.meta.crop)))
+    assert np.array_equal(p.crop, expected)
+    d = p.to_dict()
+    assert list(d["probs"]) == list(canonical(8).to_list()) and d["box"] == list(p.box)
+
+
+def test_all_faces_of_an_image_go_through_one_forward_and_match_single_crops(predictor, images):
+    calls = []
+    h = predictor.model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        preds = predictor.predict(images / "six.png")
+    finally:
+        h.remove()
+    assert len(preds) == 6 and calls == [6]
+    assert len({p.latency_ms for p in preds}) == 1  # one batch -> one latency
+    for p in preds:
+        _, single, _ = predictor.predict_crops([p.crop])
+        np.testing.assert_allclose(single[0], p.probs, atol=1e-5)
+    assert predictor.predict(images / "six.png", max_faces=2)[0].box == preds[0].box
+
+
+def test_no_detect_scores_whole_image_and_no_face_gives_empty(predictor, images):
+    whole = predictor.predict(images / "astronaut.png", detect=False)
+    assert len(whole) == 1 and whole[0].box is None
+    img = np.asarray(Image.open(images / "astronaut.png").convert("RGB"))
+    assert np.array_equal(whole[0].crop, predictor.preprocess.resize(img))
+    assert predictor.predict(images / "noface.png") == []
+
+
+def test_recipe_none_uses_whole_image_even_with_detection(weights, images):
+    p = Predictor(weights / "whole.safetensors")
+    preds = p.predict(images / "six.png", detect=True)
+    assert len(preds) == 1 and preds[0].box is None and preds[0].crop.shape == (48, 48, 3)
+    assert len(preds[0].probs) == 7 and preds[0].prob_dict()["contempt"] is None
+
+
+def test_official_file_crops_detected_faces_with_wide_recipe(tmp_path, images):
+    m = create_model("efficientface", num_classes=7)
+    path = tmp_path / "EfficientFace_Trained_on_RAFDB.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, path)
+    p = Predictor(path)
+    assert p.recipe == "prealigned" and p.crop_recipe().name == "wide"
+    preds = p.predict(images / "astronaut.png")
+    assert len(preds) == 1 and preds[0].crop.shape == (224, 224, 3)
+    assert p.predict(images / "astronaut.png", detect=False)[0].box is None
+
+
+def test_predictor_from_module_and_bad_arguments(weights):
+    from fer_lab import load_model
+
+    m = load_model(weights / "baseline-ferplus.safetensors")
+    assert Predictor(m).labels == tuple(canonical(8).to_list())
+    with pytest.raises(ValueError, match="meta"):
+        Predictor(create_model("baseline"))
+    with pytest.raises(ValueError, match="unknown crop recipe"):
+        Predictor(m, recipe="nonsense")
+    with pytest.raises(ValueError, match="no shipped weights"):
+        Predictor("no-such-weights")
+
+
+def test_predict_files_reports_unreadable_images(predictor, images):
+    res = predict_files(predictor, [images / "broken.png", images / "astronaut.png", images / "missing.png"])
+    assert [r.ok for r in res] == [False, True, False]
+    assert "not an image" in res[0].error and "no such image" in res[2].error
+    assert len(res[1].faces) == 1
+
+
+def test_cli_predict_json_default_weights_and_errors(weights, images, monkeypatch, capsys):
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(weights))
+    rc = main(["predict", str(images / "astronaut.png"), str(images / "broken.png"), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in out + err
+    doc = json.loads(out)
+    assert doc["weights"] == "efficientface-ferplus" and doc["recipe"] == "ferplus"
+    ok, bad = doc["images"]
+    assert len(ok["faces"]) == 1 and set(ok["faces"][0]["probs"]) == set(canonical(8).to_list())
+    assert ok["faces"][0]["label"] == max(ok["faces"][0]["probs"], key=ok["faces"][0]["probs"].get)
+    assert "not an image" in bad["error"]
+
+    rc = main(["predict", "--weights", "baseline-ferplus", "--no-detect", str(images / "six.png")])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "whole image" in out and "baseline-ferplus" in out
+
+    rc = main(["predict", str(images / "noface.png")])
+    out, _ = capsys.readouterr()
+    assert rc == 0 and "no face found" in out
+
+    rc = main(["predict", "--weights", str(weights / "nope.safetensors"), str(images / "six.png")])
+    _, err = capsys.readouterr()
+    assert rc == 1 and "not found" in err and "Traceback" not in err
