@@ -90,7 +90,7 @@ def test_imagefolder_csv_list(tmp_path):
         build_dataset("imagefolder", tmp_path, "test", list=str(tmp_path / "nope.csv"))
 
 
-def test_synthfer_splits_and_truths():
+def test_synthfer_splits_and_truths(tmp_path):
     pytest.importorskip("fer_lab.synthfer")
     tr = build_dataset("synthfer", None, "train", n=24, size=32, seed=3)
     va = build_dataset("synthfer", None, "val", n=24, size=32, seed=3)
@@ -101,5 +101,9 @@ def test_synthfer_splits_and_truths():
     for name in ("flipped", "clean_labels", "occluded", "yaw"):
         assert getattr(tr, name).shape[0] == 24 and name in tr.extras
     assert tr.fingerprint() != va.fingerprint()
+    c = build_cache(tr, None, cache_dir=tmp_path, progress=False, workers=1)
+    np.testing.assert_array_equal(c.extras["yaw"], tr.yaw)
+    np.testing.assert_array_equal(c.images[7], tr[7]["image"])
+    np.testing.assert_allclose(c.dists, tr.dists)
     with pytest.raises(ValueError, match="root=None"):
         build_dataset("synthfer", "/tmp", "train", n=4)

@@ -111,3 +111,17 @@ def test_bad_arguments(tree, tmp_path):
         build_cache(ds, 4, cache_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="manifest"):
         ArrayCache(tmp_path)
+
+
+def test_detection_recipe_is_part_of_the_key(tree, tmp_path):
+    ds = build_dataset("ferplus", tree, "test")
+    plain = build_cache(ds, 32, cache_dir=tmp_path, progress=False, workers=1)
+    det = build_cache(ds, 32, recipe="ferplus", cache_dir=tmp_path, progress=False, workers=1)
+    assert det.key != plain.key and det.manifest["recipe"]["recipe"] == "ferplus"
+    # noise images hold no face: each falls back to the whole image, and the manifest says so
+    assert len(det.manifest["no_face_detected"]) == len(ds)
+    np.testing.assert_array_equal(np.asarray(det.images), np.asarray(plain.images))
+    # recipes that do not detect ("prealigned") give the same pixels and share the plain cache
+    assert build_cache(ds, 32, recipe="prealigned", cache_dir=tmp_path, progress=False).key == plain.key
+    with pytest.raises(ValueError, match="recipe"):
+        build_cache(ds, 32, recipe="nosuch", cache_dir=tmp_path)

@@ -33,10 +33,7 @@ from .base import FERDataset, Record, register_dataset, scan_files
 
 __all__ = ["RAFDB", "AffectNet", "CAERS", "ImageFolder", "IMAGE_EXTENSIONS"]
 
-try:
-    from ..io import IMAGE_EXTENSIONS
-except ImportError:  # pragma: no cover - until fer_lab.io lands
-    IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from ..io import IMAGE_EXTENSIONS
 
 
 class _DirCache:

@@ -67,18 +67,8 @@ class Record:
 
 def read_image_file(path: str | os.PathLike) -> np.ndarray:
     """Decode one image file -> HxWx3 uint8 RGB; raises ValueError (ImageLoadError) on failure."""
-    try:
-        from ..io import load_image
-    except ImportError:  # pragma: no cover - until fer_lab.io lands
-        from PIL import Image
+    from ..io import load_image
 
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
-        except FileNotFoundError:
-            raise
-        except Exception as e:
-            raise ValueError(f"{path} is truncated or corrupt: {e}") from None
     return load_image(path)
 
 

@@ -3,7 +3,10 @@
 No root.  Splits use different seeds (``seed + 1_000_003 * k`` for train/valid/test, k = 0/1/2)
 so they never share a face.  The ground-truth label distributions are ``dist``; the per-sample
 truths ``flipped``, ``clean_labels``, ``occluded``, ``yaw`` are attributes and ``ds.extras``
-(so the array cache keeps them too).  Default sizes: train 2000, valid/test 500 images of 64 px.
+(so the array cache keeps them too).  Default sizes: train 2000, valid/test 500 images of 64 px;
+7 classes unless ``num_classes=8`` (needed for ``contempt_noise``).  Options passed through to
+``make_synthfer``: size, occlusion, pose, ambiguity, label_noise, contempt_noise, annotators,
+class_probs, grayscale.
 """
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ __all__ = ["SynthFERDataset", "SPLIT_SEED_STRIDE"]
 
 SPLIT_SEED_STRIDE = 1_000_003
 _DEFAULT_N = {"train": 2000, "valid": 500, "test": 500}
-_PASSED = ("size", "occlusion", "pose", "label_noise", "contempt_noise")
+_PASSED = ("size", "occlusion", "pose", "ambiguity", "label_noise", "contempt_noise", "annotators",
+           "class_probs", "grayscale")
 _EXTRAS = ("flipped", "clean_labels", "occluded", "yaw")
 
 
 @register_dataset("synthfer")
 class SynthFERDataset(FERDataset):
     splits = ("train", "valid", "test")
-    default_num_classes = 8
+    default_num_classes = 7  # make_synthfer's default; contempt_noise needs num_classes=8
     needs_root = False
 
     def _load(self) -> None:
