@@ -9,23 +9,24 @@ from fer_lab.synthfer import (OCCLUSIONS, expression_params, make_synthfer, rend
 
 @pytest.fixture(scope="module")
 def base():
-    return make_synthfer(300, seed=3, num_classes=8)
+    return make_synthfer(200, seed=3, num_classes=8)
 
 
 def test_deterministic_and_prefix_stable(base):
-    again = make_synthfer(300, seed=3, num_classes=8)
-    np.testing.assert_array_equal(base.images, again.images)
-    np.testing.assert_array_equal(base.labels, again.labels)
+    again = make_synthfer(60, seed=3, num_classes=8)
+    np.testing.assert_array_equal(base.images[:60], again.images)
+    np.testing.assert_array_equal(base.labels[:60], again.labels)
     prefix = make_synthfer(40, seed=3, num_classes=8)  # sample i depends only on (seed, i)
     np.testing.assert_array_equal(prefix.images, base.images[:40])
     np.testing.assert_array_equal(prefix.dists, base.dists[:40])
+    np.testing.assert_array_equal(base[:40].images, prefix.images)
     other = make_synthfer(40, seed=4, num_classes=8)
     assert np.abs(other.images.astype(int) - prefix.images.astype(int)).mean() > 20
 
 
 def test_dists_are_ground_truth(base):
-    assert base.images.shape == (300, 64, 64, 3) and base.images.dtype == np.uint8
-    assert base.dists.shape == (300, 8) and base.dists.dtype == np.float32
+    assert base.images.shape == (200, 64, 64, 3) and base.images.dtype == np.uint8
+    assert base.dists.shape == (200, 8) and base.dists.dtype == np.float32
     np.testing.assert_allclose(base.dists.sum(1), 1.0, atol=1e-5)
     assert (base.dists >= 0).all()
     np.testing.assert_array_equal(base.dists.argmax(1), base.clean_labels)
@@ -34,7 +35,7 @@ def test_dists_are_ground_truth(base):
     assert base.label_map == canonical(8) and base.labels.dtype == np.int64
     # every class is represented roughly uniformly
     counts = np.bincount(base.clean_labels, minlength=8)
-    assert counts.min() > 15
+    assert counts.min() > 10
     # mixtures are mostly one dominant expression plus a secondary one
     top2 = np.sort(base.dists, 1)[:, -2:]
     assert np.median(top2[:, 1]) > 0.7 and (top2[:, 0] > 0.02).mean() > 0.8
@@ -64,10 +65,10 @@ def test_contempt_noise_flips_exact_fraction_into_contempt():
 
 
 def test_label_noise_and_annotators():
-    d = make_synthfer(200, seed=6, label_noise=0.2)
-    assert d.flipped.sum() == 40 and (d.labels[d.flipped] != d.clean_labels[d.flipped]).all()
-    v = make_synthfer(200, seed=6, annotators=10, ambiguity=1.0)
-    assert v.votes.shape == (200, 7) and (v.votes.sum(1) == 10).all()
+    d = make_synthfer(100, seed=6, label_noise=0.2)
+    assert d.flipped.sum() == 20 and (d.labels[d.flipped] != d.clean_labels[d.flipped]).all()
+    v = make_synthfer(150, seed=6, annotators=10, ambiguity=1.0)
+    assert v.votes.shape == (150, 7) and (v.votes.sum(1) == 10).all()
     np.testing.assert_array_equal(v.labels, v.votes.argmax(1))
     agree = (v.labels == v.clean_labels).mean()
     assert 0.5 < agree < 0.98  # ambiguous mixtures make annotators disagree with the argmax sometimes
@@ -75,11 +76,11 @@ def test_label_noise_and_annotators():
 
 
 def test_occlusion_and_pose_are_recorded():
-    d = make_synthfer(200, seed=7, occlusion=0.5, pose=1.0)
+    d = make_synthfer(120, seed=7, occlusion=0.5, pose=1.0)
     assert 0.35 < d.occluded.mean() < 0.65
     assert set(d.occlusion[d.occluded]) <= set(OCCLUSIONS) and (d.occlusion[~d.occluded] == "").all()
     assert np.abs(d.yaw).max() > 35 and np.abs(d.yaw).max() <= 50
-    assert (make_synthfer(50, seed=7).yaw == 0).all()
+    assert (make_synthfer(20, seed=7).yaw == 0).all()
 
 
 @pytest.mark.parametrize("size", [48, 64, 112, 224])
@@ -132,10 +133,10 @@ def _ncm_accuracy(train, test):
 
 
 def test_learnable_but_not_trivial():
-    train = make_synthfer(600, seed=11)
-    test = make_synthfer(300, seed=12)
+    train = make_synthfer(500, seed=11, size=48)
+    test = make_synthfer(250, seed=12, size=48)
     acc = _ncm_accuracy(train, test)
-    # chance is 1/7 = 0.14; measured 0.40 (docs/synthfer.md, which also has the CNN numbers)
+    # chance is 1/7 = 0.14; measured 0.38-0.43 over seeds (docs/synthfer.md has the CNN numbers)
     assert 0.28 < acc < 0.9, acc
 
 
