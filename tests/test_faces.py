@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from fer_lab.faces import (CropRecipe, Face, crop_face, detect_faces, extract_faces, get_recipe,
-                           list_recipes)
+from fer_lab.faces import (CropRecipe, Face, crop_face, detect_faces, extract_faces, framing_stats,
+                           get_recipe, list_recipes)
 from fer_lab.io import load_image
 
 ASTRO_FACE = (176, 66, 99, 99)  # the one face in skimage's astronaut (public domain), x y w h
@@ -173,3 +173,21 @@ def test_detection_speed_640x480(astronaut):
     assert len(faces) == 1
     # docs/faces.md: ~40-70 ms on the shared 2-core box; loose bound for loaded CI machines
     assert min(times) < 0.25
+
+
+@pytest.mark.needs_ferplus
+def test_ferplus_recipe_reproduces_measured_framing(ferplus_root):
+    """Haar boxes on real FER+ crops sit centred at ~0.81 of the frame: the recipe's margin."""
+    files = sorted((ferplus_root / "FER2013Test").glob("*.png"))[::60]
+    st = framing_stats(load_image(f) for f in files)
+    assert st["rate"] > 0.35  # FER+ faces are low-res, often non-frontal: Haar finds ~55%
+    assert abs(st["margin"] - get_recipe("ferplus").margin) < 0.04
+    assert abs(st["center_dx"]) < 0.03 and abs(st["center_dy"]) < 0.03
+    # cropping a detected FER+ face with the recipe gives back (about) the original frame
+    for f in files:
+        img = load_image(f)
+        faces = detect_faces(img)
+        if faces:
+            break
+    crop = crop_face(img, faces[0], "ferplus")
+    assert abs(crop.shape[0] - 48) <= 8
