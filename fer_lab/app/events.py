@@ -95,6 +95,11 @@ class AppEngine:
         self._cache: OrderedDict[tuple, _Detection] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        # returned images are written here under unique names; Gradio copies them atomically into
+        # its cache (numpy outputs are re-written in place by Gradio, which races when two requests
+        # produce the same picture, e.g. two users on one example image)
+        self.out_dir = Path(tempfile.mkdtemp(prefix="fer_lab_app_"))
+        self._last_prune = 0.0
 
     # ------------------------------------------------------------------ helpers
     def model_choices(self) -> list[str]:
@@ -107,6 +112,31 @@ class AppEngine:
             p = self.hub.get(name)
             seen, _, _ = p.predict_crops([face])
             p.cams(seen, CAM_METHODS[0])
+
+    def _save(self, image: np.ndarray | None, fmt: str = "png") -> str | None:
+        """Write an output image to a fresh file; returns its path (what the gr.Image outputs get)."""
+        if image is None:
+            return None
+        from PIL import Image
+
+        self._prune()
+        fd, path = tempfile.mkstemp(suffix=f".{fmt}", dir=self.out_dir)
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(image).save(f, format="JPEG" if fmt == "jpeg" else fmt.upper(),
+                                        **({"quality": 90} if fmt == "jpeg" else {"compress_level": 1}))
+        return path
+
+    def _prune(self, max_age_s: float = 900.0) -> None:
+        now = time.time()
+        if now - self._last_prune < 60:
+            return
+        self._last_prune = now
+        for p in self.out_dir.glob("*"):
+            try:
+                if now - p.stat().st_mtime > max_age_s:
+                    p.unlink()
+            except OSError:
+                pass
 
     def _load(self, path) -> np.ndarray:
         if path is None:
@@ -160,13 +190,11 @@ class AppEngine:
                     f"**No face found** in this {w}x{h} image. Tick *Use the whole image* to score the "
                     "whole picture (works best on a tightly cropped face).")
         choices = [(_face_label(i, f), i) for i, f in enumerate(det.faces)]
-        status = f"Found {det.total} face{'s' if det.total != 1 else ''} ({det.ms:.0f} ms)."
-        if det.total > MAX_FACES:
-            status += f" Listing the {MAX_FACES} largest."
+        status = _found(det)
         if det.total > 1:
             status += " Pick a face in the list; boxes are numbered."
         annotated = draw_faces(det.image, det.faces, [str(i + 1) for i in range(len(det.faces))], BOX_COLOR)
-        return annotated, gr.update(choices=choices, value=0), status
+        return self._save(annotated, "jpeg"), gr.update(choices=choices, value=0), status
 
     @user_errors
     def analyze(self, image, face=0, whole_image: bool = False, cam_method: str = "gradcam",
@@ -204,15 +232,17 @@ class AppEngine:
             crop = fp.crop if crop is None or side == "efficientface" else crop
             columns += [f"### {fp.label} ({fp.score:.0%})\n`{p.name}`",
                         distribution_bar(fp.probs, fp.labels, name=side),
-                        overlay_cam(fp.crop, cam),
+                        self._save(overlay_cam(fp.crop, cam)),
                         f"model {fp.latency_ms:.1f} ms · {cam_method} {cam_ms:.1f} ms · detection {det.ms:.0f} ms"]
             summary["models"][side] = {"weights": name, "label": fp.label, "score": round(fp.score, 6),
                                        "probs": {k: round(float(v), 6) for k, v in zip(fp.labels, fp.probs)},
                                        "input_size": int(p.meta.input_size), "recipe": p.recipe,
                                        "model_ms": round(fp.latency_ms, 2), "cam_ms": round(cam_ms, 2)}
-        where = "the whole image" if face_obj is None else f"face {index + 1} of {det.total}"
-        status = f"Scored {where} with {len(summary['models'])} model(s)."
-        return (annotated, crop, status, *columns, summary)
+        if face_obj is None:
+            status = f"Scored the whole image ({det.image.shape[1]}x{det.image.shape[0]})."
+        else:
+            status = f"{_found(det)} Showing face {index + 1} of {det.total}."
+        return (self._save(annotated, "jpeg"), self._save(crop), status, *columns, summary)
 
     @user_errors
     def batch(self, files, whole_image: bool = False, baseline_model: str | None = None,
@@ -320,6 +350,13 @@ def _orig_name(f) -> str | None:
         return name
     # Gradio keeps the original file name as the last path component of its upload cache
     return Path(_as_path(f)).name
+
+
+def _found(det: _Detection) -> str:
+    s = f"Found {det.total} face{'s' if det.total != 1 else ''} ({det.ms:.0f} ms)."
+    if det.total > MAX_FACES:
+        s += f" Listing the {MAX_FACES} largest."
+    return s
 
 
 def _face_label(i: int, face) -> str:

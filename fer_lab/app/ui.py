@@ -5,6 +5,7 @@ No model, image or plotting code here; every event has an explicit ``api_name`` 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -20,10 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "examples"
 QUEUE_SIZE = 32          # waiting requests beyond this are refused ("queue full") instead of piling up
 CONCURRENCY = 2          # events run at once per event type (2 vCPU on a CPU-Basic Space)
+# one intra-op thread per request: two requests use both vCPUs, and a busy neighbour cannot stall
+# OpenMP barriers (measured on the shared 2-core dev box: 47 ms vs 650 ms per forward, docs/app.md)
+TORCH_THREADS = int(os.environ.get("FER_LAB_TORCH_THREADS", "1"))
 MAX_FILE_SIZE = "64mb"   # upload cap (the authors' MS-Celeb-pretrained file is ~60 MB; images are
                          # further limited by fer_lab.io: 30 MB, 25 MP in the app)
 TITLES = {"baseline": "Baseline (ShuffleNet-V2)", "efficientface": "EfficientFace"}
-CSS = ".cam img, .crop img { image-rendering: pixelated; }"
+# crops and CAMs are model-sized (48-112 px): show them enlarged, without smoothing
+CSS = (".cam img, .crop img { width: 100% !important; height: 100% !important; object-fit: contain; "
+       "image-rendering: pixelated; }")
 
 
 class ImagePath(gr.Image):
@@ -62,8 +68,16 @@ def launch_kwargs() -> dict:
 
 
 def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
-               concurrency: int = CONCURRENCY, warmup: bool = True) -> gr.Blocks:
-    """Build the app; models are loaded here, once (``engine`` defaults to the shipped weights)."""
+               concurrency: int = CONCURRENCY, torch_threads: int | None = TORCH_THREADS,
+               warmup: bool = True) -> gr.Blocks:
+    """Build the app; models are loaded here, once (``engine`` defaults to the shipped weights).
+
+    ``torch_threads`` sets torch's (process-wide) intra-op threads; None leaves it alone.
+    """
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     engine = engine if engine is not None else AppEngine()
     if warmup:
         engine.warmup()
@@ -71,7 +85,8 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
     defaults = [engine.hub.default_for(i) for i in range(len(SIDES))]
     examples = example_images()
 
-    with gr.Blocks(title="fer_lab: EfficientFace vs baseline") as demo:
+    # delete_cache: uploads and outputs older than 1 h are removed every 30 min (public Space)
+    with gr.Blocks(title="fer_lab: EfficientFace vs baseline", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# Facial expression recognition: baseline vs EfficientFace\n"
                     "Upload a photo (or use the webcam / clipboard / an example). Every face is detected; "
                     "pick one to see what each model predicts, its full label distribution and where it "
@@ -91,7 +106,9 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                         method = gr.Dropdown(list(CAM_METHODS), value=CAM_METHODS[0], label="CAM method",
                                              elem_id="cam-method")
                     if examples:
-                        gr.Examples(examples, inputs=[image], label="Examples (license-clean)",
+                        # synthfer drawings are already face crops: score them whole
+                        gr.Examples([[p, Path(p).name.startswith("synth")] for p in examples],
+                                    inputs=[image, whole], label="Examples (license-clean)",
                                     api_name="example", api_visibility="undocumented")
                 with gr.Column():
                     annotated = gr.Image(label="Detected faces", format="jpeg", interactive=False,

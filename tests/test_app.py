@@ -1,0 +1,370 @@
+"""The Gradio app: event functions directly, then the served app through gradio_client and Chromium.
+
+Stand-in checkpoints (random weights, FER+-style metadata: 64 px, grayscale, ``ferplus`` crops)
+are served through ``$FER_LAB_WEIGHTS``, so nothing here depends on the trained shipped weights.
+"""
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from fer_lab import canonical, create_model  # noqa: E402
+from fer_lab.app import AppEngine, ModelHub, build_demo, launch_kwargs  # noqa: E402
+from fer_lab.app import events as app_events  # noqa: E402
+from fer_lab.app.loadtest import run_load  # noqa: E402
+from fer_lab.app.ui import TORCH_THREADS  # noqa: E402
+from fer_lab.checkpoint import ModelMeta, save_model  # noqa: E402
+from fer_lab.inference import Predictor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+SIDES = ("baseline", "efficientface")
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _standin(path, arch, size=64):
+    torch.manual_seed(len(arch))
+    return save_model(create_model(arch, num_classes=8), path,
+                      ModelMeta(arch=arch, labels=canonical(8).to_list(), input_size=size, mean=(0.5,) * 3,
+                                std=(0.25,) * 3, grayscale=True, crop={"recipe": "ferplus", "margin": 0.11}))
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    for arch in SIDES:
+        _standin(d / f"{arch}-ferplus.safetensors", arch)
+    return d
+
+
+@pytest.fixture(scope="module")
+def imgs(tmp_path_factory):
+    """The bad-input matrix plus good images (all synthetic or public domain)."""
+    import io
+    import struct
+    import zlib
+
+    import skimage.data
+
+    d = tmp_path_factory.mktemp("imgs")
+    a = skimage.data.astronaut()  # public-domain NASA photo bundled with scikit-image
+    Image.fromarray(a).save(d / "astronaut.png")
+    Image.fromarray(a).convert("L").save(d / "gray.png")
+    rgba = Image.fromarray(a).convert("RGBA")
+    rgba.putalpha(200)
+    rgba.save(d / "rgba.png")
+    Image.fromarray(a).convert("CMYK").save(d / "cmyk.jpg")
+    Image.fromarray(a[..., 0].astype(np.uint16) * 257).save(d / "gray16.png")
+    Image.fromarray(a).save(d / "anim.gif", save_all=True, append_images=[Image.fromarray(255 - a)], duration=100)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated; viewers rotate 90 degrees clockwise to show it upright
+    Image.fromarray(np.ascontiguousarray(np.rot90(a, 1))).save(d / "exif_rotated.jpg", exif=exif)
+    face = a[40:220, 130:310]
+    Image.fromarray(np.concatenate([np.concatenate([face] * 4, 1)] * 3, 0)).save(d / "twelve.png")
+    Image.fromarray(np.full((300, 400, 3), (40, 120, 200), np.uint8)).save(d / "noface.png")
+    (d / "zero.png").write_bytes(b"")
+    (d / "notes.png").write_text("this is not an image\n" * 10)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG")
+    (d / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 3])
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
+
+    (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0))
+                                 + chunk(b"IDAT", zlib.compress(b"\0" * 50000)) + chunk(b"IEND", b""))
+    Image.new("L", (6000, 5000), 128).save(d / "30mp.png")  # small file, over the app's 25 MP cap
+    return d
+
+
+@pytest.fixture(scope="module")
+def engine(weights_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FER_LAB_WEIGHTS", str(weights_dir))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)  # as the app runs (restored afterwards)
+    eng = AppEngine(ModelHub(), allow_local_paths=True)
+    yield eng
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    demo = build_demo(engine)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                            **launch_kwargs())
+    yield demo, url
+    demo.close()
+
+
+def _plotly_array(v):
+    """plotly >= 6 serialises numeric arrays as {"dtype", "bdata": base64}."""
+    import base64
+
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray(v, dtype=float)
+
+
+def _img(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _analyze(engine, path, face=0, whole=False, method="gradcam"):
+    return engine.analyze(str(path), face, whole, method, "baseline-ferplus", "efficientface-ferplus")
+
+
+# ---------------------------------------------------------------------------------------------- events
+def test_detect_then_analyze_one_face(engine, imgs):
+    annotated, picker, status = engine.detect(str(imgs / "astronaut.png"), False)
+    assert _img(annotated).shape == (512, 512, 3) and "Found 1 face" in status
+    assert picker["choices"] == [(picker["choices"][0][0], 0)] and picker["value"] == 0
+
+    out = _analyze(engine, imgs / "astronaut.png")
+    annotated, crop, status, *cols, summary = out
+    crop = _img(crop)
+    assert crop.shape == (64, 64, 3) and "Found 1 face" in status and "face 1 of 1" in status
+    assert summary["faces_found"] == 1 and summary["box"][2] > 60
+    ref = Predictor(engine.hub.get("efficientface-ferplus").model).predict(str(imgs / "astronaut.png"))[0]
+    for side, (label_md, fig, cam, timing) in zip(SIDES, [cols[i:i + 4] for i in (0, 4)]):
+        s = summary["models"][side]
+        assert s["label"] in label_md and s["weights"] == f"{side}-ferplus"
+        bar = fig.data[0]
+        assert list(bar.x) == canonical(8).to_list() and abs(sum(bar.y) - 1) < 1e-4
+        assert bar.x[int(np.argmax(bar.y))] == s["label"]
+        cam = _img(cam)
+        assert cam.shape == (64, 64, 3) and cam.dtype == np.uint8
+        assert np.abs(cam.astype(int) - crop.astype(int)).mean() > 5  # the heat map is visible
+        assert "ms" in timing and s["model_ms"] > 0 and s["cam_ms"] > 0
+    # the app and `fer-lab predict` share one engine: identical probabilities
+    got = np.array(list(summary["models"]["efficientface"]["probs"].values()))
+    np.testing.assert_allclose(got, ref.probs, atol=1e-5)
+
+
+def test_cam_methods_change_the_map(engine, imgs):
+    a = _analyze(engine, imgs / "astronaut.png", method="gradcam")
+    b = _analyze(engine, imgs / "astronaut.png", method="eigencam")
+    assert not np.array_equal(_img(a[5]), _img(b[5]))
+    with pytest.raises(gr.Error, match="unknown CAM method"):
+        _analyze(engine, imgs / "astronaut.png", method="scorecam")
+
+
+def test_no_face_state_and_whole_image(engine, imgs):
+    _, picker, status = engine.detect(str(imgs / "noface.png"), False)
+    assert picker["choices"] == [] and "No face found" in status and "whole image" in status
+    with pytest.raises(gr.Error, match="No face found"):
+        _analyze(engine, imgs / "noface.png")
+    out = _analyze(engine, imgs / "noface.png", whole=True)
+    assert out[-1]["box"] is None and "Scored the whole image" in out[2] and _img(out[1]).shape == (64, 64, 3)
+
+
+def test_many_faces_pick_one_and_cap(engine, imgs, monkeypatch):
+    _, picker, status = engine.detect(str(imgs / "twelve.png"), False)
+    assert len(picker["choices"]) == 12 and "Found 12 faces" in status
+    last = _analyze(engine, imgs / "twelve.png", face=11)
+    assert "face 12 of 12" in last[2] and last[-1]["box"] != _analyze(engine, imgs / "twelve.png")[-1]["box"]
+    with pytest.raises(gr.Error, match="out of range"):
+        _analyze(engine, imgs / "twelve.png", face=12)
+    monkeypatch.setattr(app_events, "MAX_FACES", 5)
+    engine._cache.clear()
+    _, picker, status = engine.detect(str(imgs / "twelve.png"), False)
+    assert len(picker["choices"]) == 5 and "Found 12 faces" in status and "5 largest" in status
+    engine._cache.clear()
+
+
+def test_bad_inputs_give_clean_messages_directly(engine, imgs):
+    expected = {"zero.png": "empty", "notes.png": "not an image", "truncated.jpg": "truncated or corrupt",
+                "bomb.png": "decompression bomb", "30mp.png": "limit is 25.0 MP"}
+    for name, msg in expected.items():
+        with pytest.raises(gr.Error) as e:
+            engine.detect(str(imgs / name), False)
+        assert msg in e.value.message and str(imgs) not in e.value.message
+
+
+def test_batch_table_and_csv(engine, imgs):
+    files = [str(imgs / n) for n in ("astronaut.png", "twelve.png", "notes.png", "noface.png")]
+    table, csv_path = engine.batch(files, False, "baseline-ferplus", "efficientface-ferplus")
+    assert len(table) == 1 + 12 + 1 + 1
+    full = pd.read_csv(csv_path)
+    assert len(full) == len(table)
+    for side in SIDES:
+        p = full[[f"{side}_p_{lab}" for lab in canonical(8)]].dropna()
+        assert len(p) == 13 and np.allclose(p.sum(axis=1), 1, atol=1e-3)
+    errs = full.set_index("image")["error"].dropna()
+    assert "not an image" in errs["notes.png"] and errs["noface.png"] == "no face found"
+    assert full["agree"].dropna().isin([True, False]).all()
+    whole, _ = engine.batch([str(imgs / "noface.png")], True, "baseline-ferplus", None)
+    assert len(whole) == 1 and whole["box"][0] == "whole image" and "efficientface_label" not in whole
+    with pytest.raises(gr.Error, match="Upload one or more"):
+        engine.batch([], False, "baseline-ferplus", "efficientface-ferplus")
+
+
+def test_load_checkpoint_own_official_and_broken(engine, imgs, tmp_path):
+    own = _standin(tmp_path / "mine.safetensors", "efficientface", size=48)
+    status, left, right = engine.load_checkpoint(str(own), None, "efficientface")
+    key = right["value"]
+    assert key.startswith("mine.safetensors") and key in left["choices"] and "value" not in left
+    assert "input 48px" in status and engine.hub.get(key).meta.input_size == 48
+
+    m = create_model("efficientface", num_classes=7)
+    official = tmp_path / "EfficientFace_Trained_on_RAFDB.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}}, official)
+    upload = tmp_path / "upload_tmp_name"  # Gradio's upload cache keeps the name; test a renamed file
+    shutil.copy(official, upload)
+    status, left, _ = engine.load_checkpoint({"path": str(upload), "orig_name": official.name}, None, "baseline")
+    assert "authors' file" in status and left["value"].startswith(official.name)
+    out = engine.analyze(str(imgs / "astronaut.png"), 0, True, "gradcam", left["value"], key)
+    assert out[-1]["models"]["baseline"]["input_size"] == 224 and len(out[-1]["models"]["baseline"]["probs"]) == 7
+
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 100)
+    with pytest.raises(gr.Error, match="cannot read") as e:
+        engine.load_checkpoint(str(broken), None, "baseline")
+    assert "Traceback" not in e.value.message
+    with pytest.raises(gr.Error, match="Choose a checkpoint"):
+        engine.load_checkpoint(None, "", "baseline")
+    assert len(engine.hub.names()) <= 2 + engine.hub.max_custom
+
+
+def test_missing_shipped_weights_fall_back_with_message(tmp_path, monkeypatch, imgs):
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(tmp_path))
+    eng = AppEngine(ModelHub(), allow_local_paths=False)
+    msg = eng.hub.startup_message()
+    assert "Shipped weights missing" in msg and "efficientface-ferplus" in msg and str(tmp_path) in msg
+    demo = build_demo(eng, torch_threads=None)  # builds (no models) instead of crashing
+    assert demo is not None
+    with pytest.raises(gr.Error, match="Shipped weights missing"):
+        eng.analyze(str(imgs / "astronaut.png"), 0, False, "gradcam", None, None)
+    with pytest.raises(gr.Error, match="disabled"):
+        eng.load_checkpoint(None, "/etc/passwd", "baseline")
+
+
+# ---------------------------------------------------------------------------------------------- served
+def test_api_endpoints_through_client(server, imgs, tmp_path):
+    from gradio_client import Client, handle_file
+
+    _, url = server
+    c = Client(url, verbose=False)
+    named = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(named) == {"/detect", "/analyze", "/batch", "/load_checkpoint"}
+
+    annotated, picker, status = c.predict(handle_file(str(imgs / "twelve.png")), False, api_name="/detect")
+    assert Path(annotated).is_file() and len(picker["choices"]) == 12 and "12 faces" in status
+    out = c.predict(handle_file(str(imgs / "twelve.png")), 3, False, "gradcam++", "baseline-ferplus",
+                    "efficientface-ferplus", api_name="/analyze")
+    summary = out[-1]
+    assert summary["face"] == 3 and set(summary["models"]) == set(SIDES)
+    cam = Image.open(out[5])
+    assert cam.format == "PNG" and cam.size == (64, 64)
+    bar = json.loads(out[4]["plot"])["data"][0]
+    assert bar["x"] == canonical(8).to_list() and abs(_plotly_array(bar["y"]).sum() - 1) < 1e-4
+
+    table, csv_file = c.predict([handle_file(str(imgs / "astronaut.png")), handle_file(str(imgs / "zero.png"))],
+                                False, "baseline-ferplus", "efficientface-ferplus", api_name="/batch")
+    assert len(table["data"]) == 2 and "empty" in str(table["data"][1])
+    assert len(pd.read_csv(csv_file)) == 2
+
+    ckpt = _standin(tmp_path / "api_model.safetensors", "baseline", size=48)
+    status, left, right = c.predict(handle_file(str(ckpt)), "", "baseline", api_name="/load_checkpoint")
+    assert "api_model.safetensors" in status and left["value"].startswith("api_model.safetensors")
+    out = c.predict(handle_file(str(imgs / "astronaut.png")), 0, False, "gradcam", left["value"],
+                    "efficientface-ferplus", api_name="/analyze")
+    assert out[-1]["models"]["baseline"]["input_size"] == 48
+
+
+def test_bad_input_matrix_through_client(server, imgs, tmp_path):
+    from gradio_client import Client, handle_file
+
+    _, url = server
+    c = Client(url, verbose=False)
+    refused = {"zero.png": "empty", "notes.png": "not an image", "truncated.jpg": "truncated or corrupt",
+               "bomb.png": "decompression bomb", "30mp.png": "25.0 MP"}
+    for name, msg in refused.items():
+        for api, args in (("/detect", (False,)), ("/analyze", (0, False, "gradcam", "baseline-ferplus",
+                                                               "efficientface-ferplus"))):
+            with pytest.raises(Exception) as e:
+                c.predict(handle_file(str(imgs / name)), *args, api_name=api)
+            text = str(e.value)
+            assert msg in text, (name, api, text)
+            assert "Traceback" not in text and "/tmp/gradio" not in text
+    with pytest.raises(Exception, match="No face found"):
+        c.predict(handle_file(str(imgs / "noface.png")), 0, False, "gradcam", "baseline-ferplus",
+                  "efficientface-ferplus", api_name="/analyze")
+    # over the upload cap: refused by the server before any decoding
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(65 * 2**20)
+    with pytest.raises(Exception, match="(?i)too large|exceeds|size"):
+        c.predict(handle_file(str(big)), False, api_name="/detect")
+    # unusual but valid images are scored; EXIF rotation is applied, so the face is found upright
+    for name in ("gray.png", "rgba.png", "cmyk.jpg", "gray16.png", "anim.gif", "exif_rotated.jpg"):
+        _, picker, status = c.predict(handle_file(str(imgs / name)), False, api_name="/detect")
+        assert len(picker["choices"]) == 1, (name, status)
+    raw = np.asarray(Image.open(imgs / "exif_rotated.jpg").convert("RGB"))
+    from fer_lab.faces import detect_faces
+
+    assert detect_faces(raw) == []  # without the EXIF rotation there would be no face
+    # the worker survived all of it
+    out = c.predict(handle_file(str(imgs / "astronaut.png")), 0, False, "gradcam", "baseline-ferplus",
+                    "efficientface-ferplus", api_name="/analyze")
+    assert out[-1]["faces_found"] == 1
+
+
+def test_loopback_load_small(server):
+    from fer_lab.app.loadtest import default_image
+
+    _, url = server
+    rep = run_load(url, default_image(), requests=16, clients=4)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "app_loadtest_small.json").write_text(json.dumps(rep.__dict__, indent=2))
+    print(rep.summary())
+    assert rep.failures == 0, rep.errors
+    assert rep.p50_ms > 0 and rep.p95_ms >= rep.p50_ms
+
+
+@pytest.mark.browser
+def test_browser_upload_renders_both_cams_and_distributions(server, imgs):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); browser test skipped")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, url = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "app_browser.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="networkidle", timeout=60_000)
+            page.locator("#input-image input[type=file]").set_input_files(str(imgs / "astronaut.png"))
+            for side in SIDES:
+                page.locator(f"#{side}-cam img").wait_for(state="visible", timeout=90_000)
+                page.locator(f"#{side}-plot .js-plotly-plot").wait_for(state="visible", timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('#baseline-cam img, #efficientface-cam img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+            for side in SIDES:
+                bars = page.locator(f"#{side}-plot .js-plotly-plot .bars .point")
+                assert bars.count() == 8
+                assert page.locator(f"#{side}-label").inner_text().strip()
+            page.wait_for_function("() => document.querySelector('#status').innerText.includes('face 1 of 1')",
+                                   timeout=30_000)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
