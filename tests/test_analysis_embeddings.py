@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_lab.embeddings import (compute_embedding, data_key, embedding_figure, embedding_widget, extract_features,
+                                weights_hash)
+from fer_lab.labels import canonical
+from fer_lab.models import create_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("baseline").eval()
+    rng = np.random.default_rng(0)
+
+    def stripes(n, axis):  # two visually distinct groups -> two clusters in feature space
+        base = np.zeros((32, 32), np.uint8)
+        if axis == 0:
+            base[::4] = base[1::4] = 200
+        else:
+            base[:, ::4] = base[:, 1::4] = 200
+        return (base[None, :, :, None] + rng.integers(0, 55, (n, 32, 32, 3))).astype(np.uint8)
+
+    sources = {"horizontal": stripes(40, 0), "vertical": stripes(40, 1)}
+    cache = tmp_path_factory.mktemp("emb")
+    emb = compute_embedding(model, sources, random_state=0, input_size=32, cache_dir=cache, n_neighbors=10)
+    return model, sources, cache, emb
+
+
+def test_embedding_shapes_clusters_and_features(setup):
+    model, sources, _, emb = setup
+    assert emb.coords.shape == (80, 2) and np.isfinite(emb.coords).all()
+    assert emb.features.shape == (80, 1024) and emb.probs.shape == (80, 7)
+    assert list(emb.datasets[:40]) == ["horizontal"] * 40 and emb.labels is None and not emb.from_cache
+    # the two sources are separable in the 2-D layout: nearest-centroid assignment is almost perfect
+    ca, cb = emb.coords[:40].mean(0), emb.coords[40:].mean(0)
+    near_a = np.linalg.norm(emb.coords - ca, axis=1) < np.linalg.norm(emb.coords - cb, axis=1)
+    assert (near_a[:40].mean() + (~near_a[40:]).mean()) / 2 > 0.9
+    # pre-logit features are what forward_head(pre_logits=True) gives
+    f = extract_features(model, sources["horizontal"][:3], input_size=32)
+    from fer_lab.cam import preprocess_for
+    with torch.no_grad():
+        ref = model.forward_head(model.forward_features(preprocess_for(model, 32)(list(sources["horizontal"][:3]))), pre_logits=True)
+    np.testing.assert_allclose(f, ref.numpy(), atol=1e-5)
+
+
+def test_embedding_cache_and_seed_determinism(setup):
+    model, sources, cache, emb = setup
+    again = compute_embedding(model, sources, random_state=0, input_size=32, cache_dir=cache, n_neighbors=10)
+    assert again.from_cache and again.key == emb.key
+    np.testing.assert_array_equal(again.coords, emb.coords)
+    refit = compute_embedding(model, sources, random_state=0, input_size=32, use_cache=False, n_neighbors=10)
+    np.testing.assert_allclose(refit.coords, emb.coords, atol=1e-4)  # same seed -> same layout
+    # the key follows weights, data and parameters
+    other = create_model("baseline")
+    assert weights_hash(other) != weights_hash(model) and weights_hash(model) == weights_hash(model)
+    assert data_key(sources) != data_key({"horizontal": sources["horizontal"]})
+    assert len(list(cache.glob("embeddings/*.npz"))) == 1
+
+
+def test_embedding_figures(setup):
+    _, sources, _, emb = setup
+    imgs = list(sources["horizontal"]) + list(sources["vertical"])
+    fig = embedding_figure(emb, "dataset", images=imgs)
+    assert sorted(t.name for t in fig.data) == ["horizontal", "vertical"]
+    assert fig.layout.xaxis.title.text == "UMAP 1"
+    assert str(fig.data[0].customdata[0][1]).startswith("data:image/png;base64,")
+    ent = embedding_figure(emb, "entropy")
+    assert len(ent.data) == 1 and ent.data[0].marker.showscale
+    pred = embedding_figure(emb, "prediction")
+    assert {t.name for t in pred.data} <= set(canonical(7).to_list())
+    with pytest.raises(ValueError, match="no annotated labels"):
+        embedding_figure(emb, "label")
+    with pytest.raises(ValueError, match="images for"):
+        embedding_figure(emb, "dataset", images=imgs[:3])
+    w = embedding_widget(fig)
+    assert len(w.children) == 2
+
+
+def test_label_map_mismatch_is_refused(tmp_path):
+    from fer_lab.distributions import FaceSet
+
+    model8 = create_model("baseline", num_classes=8)
+    faces = FaceSet(np.zeros((6, 32, 32, 3), np.uint8), np.zeros(6, np.int64), label_map=canonical(7))
+    with pytest.raises(ValueError, match="label map"):
+        compute_embedding(model8, faces, use_cache=False, input_size=32)
