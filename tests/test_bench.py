@@ -1,0 +1,104 @@
+"""fer-lab bench smoke run, and the eval fast paths it measures (same numbers as the reference)."""
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from fer_lab import create_model
+from fer_lab.cli import main
+
+
+def test_bench_quick_json(capsys):
+    t0 = time.perf_counter()
+    rc = main(["bench", "--quick", "--json"])
+    elapsed = time.perf_counter() - t0
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    # 40 s on an idle 2-core machine; CPU shared with N runnable processes stretches wall time ~N/cores
+    load = max(1.0, max(out["machine"]["loadavg_before"][0], out["machine"]["loadavg_after"][0]) / os.cpu_count())
+    assert elapsed < 40 * load, f"--quick took {elapsed:.1f} s (load factor {load:.1f})"
+    m = out["machine"]
+    assert m["torch"] == torch.__version__ and m["torch_threads"] == 1 and len(m["loadavg_before"]) == 3
+    rows = {r["model"]: r for r in out["rows"]}
+    assert set(rows) == {"efficientface", "baseline"}
+    for r in rows.values():
+        for k in ("eager_p50_ms", "eager_p95_ms", "eager_cpu_ms", "ort_p50_ms", "ort_cpu_ms"):
+            assert 0 < r[k] < 5000, (r["model"], k, r[k])
+        assert r["eager_p95_ms"] >= r["eager_p50_ms"] * 0.5
+        assert r["eager_img_s"] > 0 and r["ort_img_s"] > 0
+    assert rows["baseline"]["eager_p50_ms_x_base"] == 1.0
+    ef = rows["efficientface"]
+    # sane: same family, within 3x of each other on any machine; MACs as in the paper
+    assert 0.3 < ef["eager_p50_ms_x_base"] < 3 and 0.3 < ef["eager_cpu_ms_x_base"] < 3
+    assert ef["paper_mmacs"] == pytest.approx(154.18, abs=0.01) and ef["paper_mmacs_x_base"] == pytest.approx(1.043, abs=1e-3)
+    assert ef["ort_vs_eager"] == pytest.approx(ef["ort_p50_ms"] / ef["eager_p50_ms"], rel=0.01)
+    t = out["targets"]["efficientface_eager_vs_baseline_eager"]
+    assert t["limit"] == 1.10 and t["value"] == ef["eager_p50_ms_x_base"] and isinstance(t["met"], bool)
+    assert out["training"]["available"] is False  # --quick skips it, and says so
+    assert out["training"]["note"]
+
+
+def test_bench_rejects_bad_config(capsys):
+    assert main(["bench", "--quick", "--models", "nope"]) == 1
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["bench", "--quick", "--input-size", "100"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_section_profile_accounts_for_the_forward():
+    from fer_lab.bench import section_profile
+
+    prof = section_profile(input_size=64, iters=3)
+    ef = prof["models"]["efficientface"]["sections_cpu_ms"]
+    assert {"local", "modulator", "stage2"} <= set(ef)
+    assert "local" not in prof["models"]["baseline"]["sections_cpu_ms"]
+    assert all(v > 0 for k, v in ef.items() if k != "other")
+
+
+def _spread_bn(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
+
+
+def _reference(m, x):
+    m.local.fused = m.modulator.fused = False
+    try:
+        with torch.no_grad():
+            return m(x)
+    finally:
+        m.local.fused = m.modulator.fused = True
+
+
+def test_fast_eval_paths_match_reference_and_follow_weight_changes():
+    m = create_model("efficientface").eval()
+    _spread_bn(m)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.inference_mode():
+        fast = m(x)
+    assert torch.allclose(fast, _reference(m, x), atol=1e-5, rtol=1e-4)
+    # the folded-weight caches notice in-place changes (optimizer steps, load_state_dict)
+    with torch.no_grad():
+        m.modulator.spatial_att.gate_s.gate_s_bn_di_0.running_var.mul_(3)
+        m.local.bn2_1.weight.mul_(2)
+        after = m(x)
+    assert not torch.allclose(after, fast, atol=1e-4)
+    assert torch.allclose(after, _reference(m, x), atol=1e-5, rtol=1e-4)
+
+
+def test_fast_eval_paths_keep_gradients():
+    """Grad-CAM runs eval models with autograd on: folded weights must stay differentiable."""
+    m = create_model("efficientface").eval()
+    with torch.inference_mode():
+        m(torch.randn(1, 3, 64, 64))  # fills the caches with inference tensors
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    m(x).sum().backward()
+    assert x.grad is not None and m.local.conv1_1.weight.grad is not None
+    assert m.modulator.spatial_att.gate_s.gate_s_conv_di_0.weight.grad is not None
