@@ -1,0 +1,68 @@
+"""Evaluate any checkpoint on any dataset split through the data layer."""
+from __future__ import annotations
+
+import numpy as np
+
+from .checkpoint import load_model
+from .metrics import classification_metrics, soft_cross_entropy
+
+__all__ = ["evaluate"]
+
+
+def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
+             device: str = "cpu", tta_flip: bool = False, dataset_kwargs: dict | None = None,
+             progress: bool = False) -> dict:
+    """accuracy, balanced accuracy, macro-F1, NLL, ECE (15 bins), confusion matrix.
+
+    The dataset is opened with the checkpoint's class count and refused if its label map differs;
+    images are cropped and resized with the checkpoint's own recipe (identical to training).
+    ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
+    e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
+    """
+    import torch
+
+    from .data import build_cache, build_dataset
+    from .training.loop import predict_arrays
+
+    model = load_model(weights, device=device)
+    meta = model.meta
+    ds = build_dataset(dataset, root, split, num_classes=meta.num_classes, **(dataset_kwargs or {}))
+    meta.label_map.check_compatible(ds.label_map, f"checkpoint {weights}", f"dataset {dataset}/{split}")
+    cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("recipe", "none"), grayscale=meta.grayscale,
+                        progress=progress)
+    probs = predict_arrays(model, cache.images, meta.mean, meta.std, batch_size, device)
+    if tta_flip:
+        flipped = np.ascontiguousarray(np.asarray(cache.images)[:, :, ::-1])
+        probs = (probs + predict_arrays(model, flipped, meta.mean, meta.std, batch_size, device)) / 2
+    labels = np.asarray(cache.labels)
+    out = {"weights": str(weights), "arch": meta.arch, "dataset": dataset, "split": split,
+           "labels": meta.labels, **classification_metrics(probs, labels)}
+    if cache.dists is not None:
+        out["soft_ce_vs_dist"] = soft_cross_entropy(probs, cache.dists)
+    if meta.num_classes == 8 and "contempt" in meta.labels:
+        keep = labels != meta.labels.index("contempt")
+        p7 = probs[keep][:, :7]
+        out["accuracy_7class_no_contempt"] = float((p7.argmax(1) == labels[keep]).mean())
+    if subset is not None:
+        wanted = _read_subset(subset)
+        ids = [str(i) for i in cache.ids]
+        mask = np.array([i in wanted or i.split("/")[-1] in wanted for i in ids])
+        if not mask.any():
+            raise ValueError(f"none of the {len(wanted)} ids in {subset} match {dataset}/{split} ids (e.g. {ids[:2]})")
+        out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(wanted),
+                         **classification_metrics(probs[mask], labels[mask])}
+    del torch
+    return out
+
+
+def _read_subset(path) -> set[str]:
+    from pathlib import Path
+
+    ids = set()
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            first = line.split(",")[0].split()[0]
+            ids.add(first)
+            ids.add(first.split("/")[-1])
+    return ids

@@ -1,0 +1,91 @@
+"""Classification and calibration metrics shared by evaluation, training and analysis."""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["classification_metrics", "expected_calibration_error", "reliability_bins", "confusion_matrix",
+           "macro_f1", "soft_cross_entropy"]
+
+
+def _as_np(x):
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x)
+
+
+def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
+    """rows = true class, columns = predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, int), np.asarray(preds, int)), 1)
+    return cm
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    tp = np.diag(cm).astype(float)
+    prec = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    rec = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=(prec + rec) > 0)
+    present = cm.sum(1) > 0
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def reliability_bins(probs, labels, n_bins: int = 15) -> dict:
+    """Equal-width confidence bins: per-bin count, mean confidence, accuracy."""
+    probs, labels = _as_np(probs), _as_np(labels).astype(int)
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == labels).astype(float)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges": edges, "count": count, "confidence": np.where(count > 0, conf_sum / count, np.nan),
+                "accuracy": np.where(count > 0, acc_sum / count, np.nan)}
+
+
+def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
+    """ECE with equal-width bins (Guo et al. 2017): sum_b |B|/N * |acc(B) - conf(B)|."""
+    b = reliability_bins(probs, labels, n_bins)
+    n = b["count"].sum()
+    if n == 0:
+        return float("nan")
+    gap = np.abs(np.nan_to_num(b["accuracy"]) - np.nan_to_num(b["confidence"]))
+    return float((b["count"] / n * gap).sum())
+
+
+def soft_cross_entropy(probs, target_dists, eps: float = 1e-12) -> float:
+    """Mean over images of -sum_j q_j log p_j."""
+    probs, q = _as_np(probs), _as_np(target_dists)
+    return float(-(q * np.log(np.clip(probs, eps, 1.0))).sum(1).mean())
+
+
+def classification_metrics(probs, labels, n_bins: int = 15, label_names=None) -> dict:
+    """accuracy, balanced (mean class) accuracy, macro-F1, NLL, ECE, confusion matrix."""
+    probs, labels = _as_np(probs).astype(np.float64), _as_np(labels).astype(int)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs {probs.shape} and labels {labels.shape} do not match")
+    c = probs.shape[1]
+    preds = probs.argmax(1)
+    cm = confusion_matrix(labels, preds, c)
+    support = cm.sum(1)
+    per_class = np.divide(np.diag(cm), support, out=np.full(c, np.nan), where=support > 0)
+    nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()) if len(labels) else float("nan")
+    out = {
+        "n": int(len(labels)),
+        "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
+        "balanced_accuracy": float(np.nanmean(per_class)) if (support > 0).any() else float("nan"),
+        "macro_f1": macro_f1(cm),
+        "nll": nll,
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "per_class_accuracy": [None if np.isnan(v) else float(v) for v in per_class],
+        "confusion": cm.tolist(),
+    }
+    if label_names is not None:
+        out["labels"] = list(label_names)
+    return out

@@ -1,0 +1,495 @@
+"""The training loop: SLL and label-distribution learning, resumable, logged, DDP-ready.
+
+One process on CPU or one GPU by default; ``torchrun --nproc-per-node=N -m fer_lab.train``
+runs the same code with DistributedDataParallel.  Every epoch's sample order and augmentation
+are derived from (seed, epoch, step) for the *global* batch, so a run killed at any point and
+resumed from its last epoch checkpoint, or split over N ranks (with SyncBatchNorm), computes
+what one uninterrupted process computes.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
+from ..checkpoint import ModelMeta, atomic_write, load_model, save_model
+from ..labels import LabelMap
+from ..metrics import classification_metrics, soft_cross_entropy
+from ..models import create_model, model_default_cfg
+from .config import TrainConfig
+from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cleanup, convert_global_batchnorm,
+                          init_distributed)
+from .targets import label_distribution_loss, mix_targets, smooth_labels, teacher_distribution
+
+__all__ = ["SplitData", "load_split", "predict_arrays", "train", "TeacherRefused", "teacher_check",
+           "cache_teacher_distributions", "resolve_device"]
+
+
+class TeacherRefused(ValueError):
+    """The LDG is unusable for distillation (label map or accuracy)."""
+
+
+@dataclass
+class SplitData:
+    images: np.ndarray            # N x S x S x 3 uint8 (memmap)
+    labels: np.ndarray            # N int64, canonical indices into label_map
+    dists: np.ndarray | None      # N x C float32 (crowd votes / ground truth), if the dataset has them
+    label_map: LabelMap
+    ids: list = field(default_factory=list)
+    key: str = ""
+
+    def __len__(self):
+        return len(self.labels)
+
+
+def load_split(cfg: TrainConfig, split: str, progress: bool | None = None) -> SplitData:
+    """Dataset adapter -> preprocessed uint8 cache (decode and crop once, memory-mapped)."""
+    from ..data import build_cache, build_dataset
+
+    kw = {**cfg.dataset_kwargs, **(cfg.split_kwargs or {}).get(split, {})}
+    ds = build_dataset(cfg.dataset, cfg.root, split, num_classes=cfg.num_classes, **kw)
+    cache = build_cache(ds, cfg.input_size, recipe=cfg.recipe, grayscale=cfg.grayscale,
+                        progress=cfg.progress if progress is None else progress)
+    return SplitData(cache.images, np.asarray(cache.labels, dtype=np.int64),
+                     None if cache.dists is None else np.asarray(cache.dists, dtype=np.float32),
+                     cache.label_map, list(cache.ids), cache.key)
+
+
+def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and info is not None and info.enabled:
+        device = f"cuda:{info.local_rank}"
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict_arrays(model: nn.Module, images: np.ndarray, mean, std, batch_size: int = 512,
+                   device: torch.device | str = "cpu", temperature: float = 1.0, amp: bool = False,
+                   features: bool = False) -> np.ndarray:
+    """Softmax probabilities (or pre-logit features) for a uint8 N x S x S x 3 array."""
+    model.eval()
+    device = torch.device(device)
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = eval_batch(torch.as_tensor(np.asarray(images[i:i + batch_size])).to(device), mean, std)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            if features:
+                out = model.forward_head(model.forward_features(x), pre_logits=True).float()
+            else:
+                out = torch.softmax(model(x).float() / temperature, dim=1)
+        outs.append(out.cpu())
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    warm = cfg.warmup_epochs * steps_per_epoch
+
+    def f(it: int) -> float:
+        if it < warm:
+            return (it + 1) / warm
+        if cfg.schedule == "step":
+            return cfg.gamma ** ((it // steps_per_epoch) // cfg.step_size)
+        t = (it - warm) / max(1, total - warm)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        # onecycle-like: linear warm-up over 30% then cosine down (when warmup_epochs == 0)
+        if warm == 0:
+            t_up = 0.3
+            u = it / max(1, total)
+            return max(u / t_up, 0.04) if u < t_up else 0.5 * (1 + math.cos(math.pi * (u - t_up) / (1 - t_up)))
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+    return f
+
+
+def _fingerprint(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def teacher_check(teacher: nn.Module, data: SplitData, label_map: LabelMap, min_acc: float | None,
+                  device, mean, std, max_images: int = 4000) -> dict:
+    """Refuse a teacher with another label map or near-chance accuracy (the official code's users
+    got 2-4% accuracy from a permuted LDG)."""
+    try:
+        teacher.label_map.check_compatible(label_map, "teacher (LDG)", "student/dataset")
+    except ValueError as e:
+        raise TeacherRefused(str(e)) from None
+    n = min(len(data), max_images)
+    probs = predict_arrays(teacher, data.images[:n], mean, std, device=device)
+    acc = float((probs.argmax(1) == data.labels[:n]).mean())
+    counts = np.bincount(data.labels[:n], minlength=len(label_map))
+    majority = counts.max() / max(1, n)
+    threshold = min_acc if min_acc is not None else max(2.0 / len(label_map), majority + 0.1)
+    if acc < threshold:
+        raise TeacherRefused(f"teacher accuracy {acc:.3f} on {n} images is below {threshold:.3f} "
+                             f"(chance {1 / len(label_map):.3f}, majority class {majority:.3f}); "
+                             "train/fine-tune the LDG on this dataset first (fer-lab train target=hard arch=ldg_resnet50)")
+    return {"teacher_acc": acc, "threshold": float(threshold), "n": int(n)}
+
+
+def _teacher_mean_std(teacher):
+    return tuple(teacher.meta.mean), tuple(teacher.meta.std)
+
+
+def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainConfig, device,
+                                info: DistInfo = DistInfo(), cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """LDG distributions for every training image, computed once (sharded over ranks) and stored.
+
+    ``teacher_views=1``: the clean (unaugmented) crop; ``k>1``: the mean over the clean view and
+    k-1 augmented views (deterministic by seed).
+    """
+    key = hashlib.sha1(json.dumps([getattr(teacher, "checkpoint_path", ""), _fingerprint(teacher.checkpoint_path)
+                                   if getattr(teacher, "checkpoint_path", None) else "", data.key, cfg.teacher_views,
+                                   cfg.temperature, cfg.seed]).encode()).hexdigest()[:16]
+    root = Path(cache_dir or os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab")) / "teacher"
+    path = root / f"{key}.npy"
+    if path.is_file():
+        arr = np.load(path)
+        if arr.shape[0] == len(data):
+            return arr
+    mean, std = _teacher_mean_std(teacher)
+    n = len(data)
+    per = math.ceil(n / info.world_size)
+    lo, hi = info.rank * per, min(n, (info.rank + 1) * per)
+    teacher.eval()
+    out = np.zeros((per, len(data.label_map)), np.float32)
+    with torch.no_grad():
+        for i in range(lo, hi, cfg.eval_batch_size):
+            j = min(hi, i + cfg.eval_batch_size)
+            xb = torch.as_tensor(np.asarray(data.images[i:j])).to(device)
+            acc = teacher_distribution(teacher, eval_batch(xb, mean, std), cfg.temperature)
+            for v in range(1, cfg.teacher_views):
+                p = sample_params(j - i, cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i))
+                acc = acc + teacher_distribution(teacher, augment_batch(xb, p, mean, std), cfg.temperature)
+            out[i - lo:j - lo] = (acc / cfg.teacher_views).cpu().numpy()
+    full = all_gather_cat(torch.from_numpy(out), info).numpy()[:n]
+    if info.is_main:
+        atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), full))
+    barrier()
+    return full
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+class _EMA:
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(_unwrap(model)).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        src = _unwrap(model).state_dict()
+        for k, v in self.model.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(self.decay).add_(src[k].detach(), alpha=1 - self.decay)
+            else:
+                v.copy_(src[k])
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def train(cfg: TrainConfig, *, data: dict | None = None) -> dict:
+    """Run (or resume) a training run described by ``cfg``; returns the final summary.
+
+    ``data`` may pass pre-loaded splits ({"train": SplitData, ...}) instead of the dataset layer.
+    Writes into ``cfg.out_dir``: config.yaml, metrics.csv, last.pt (resume state), best.safetensors
+    (selected on validation), model.safetensors (final export = best), summary.json.
+    """
+    cfg.validate()
+    info = init_distributed("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu")
+    try:
+        return _train(cfg, info, data or {})
+    finally:
+        cleanup()
+
+
+def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
+    import yaml
+    from tqdm.auto import tqdm
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    elif info.enabled:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+    device = resolve_device(cfg.device, info)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    out = Path(cfg.out_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+
+    torch.manual_seed(cfg.seed)
+    train_d = data.get("train") or load_split(cfg, cfg.train_split)
+    val_d = data.get("val") if "val" in data else (load_split(cfg, cfg.val_split, False) if cfg.val_split else None)
+    test_d = data.get("test") if "test" in data else (load_split(cfg, cfg.test_split, False) if cfg.test_split else None)
+    label_map = train_d.label_map
+    if len(label_map) != cfg.num_classes:
+        raise ValueError(f"dataset has {len(label_map)} classes but num_classes={cfg.num_classes}")
+    for d in (val_d, test_d):
+        if d is not None:
+            label_map.check_compatible(d.label_map, "train split", "evaluation split")
+    if cfg.target in ("crowd", "true") and train_d.dists is None:
+        raise ValueError(f"target {cfg.target!r} needs a dataset with label distributions ({cfg.dataset} has none)")
+
+    dcfg = model_default_cfg(cfg.arch)
+    mean = tuple(cfg.mean or dcfg["mean"])
+    std = tuple(cfg.std or dcfg["std"])
+    model = create_model(cfg.arch, num_classes=cfg.num_classes)
+    if cfg.init:
+        init = load_model(cfg.init, arch=cfg.arch)
+        sd = {k: v for k, v in init.state_dict().items() if not k.startswith("fc.")} \
+            if init.meta.num_classes != cfg.num_classes else init.state_dict()
+        model.load_state_dict(sd, strict=False)
+    if info.enabled and cfg.sync_bn:
+        # global-batch BN statistics: a DDP run then computes what one process would
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else convert_global_batchnorm(model)
+    model.to(device)
+    if cuda and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    teacher, teacher_info, cached_q = None, {}, None
+    if cfg.target in ("ldg-online", "ldg-cached"):
+        teacher = load_model(cfg.teacher, device=device)
+        check_d = val_d if val_d is not None else train_d
+        tmean, tstd = _teacher_mean_std(teacher)
+        teacher_info = teacher_check(teacher, check_d, label_map, cfg.teacher_min_acc, device, tmean, tstd)
+        if teacher.meta.input_size != cfg.input_size:
+            teacher_info["note"] = f"teacher trained at {teacher.meta.input_size}px, student at {cfg.input_size}px"
+        if cfg.target == "ldg-cached":
+            cached_q = torch.from_numpy(cache_teacher_distributions(teacher, train_d, cfg, device, info))
+            teacher = None  # no teacher forward during training
+
+    world = info.world_size
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the world size {world}")
+    n = len(train_d)
+    steps = n // cfg.batch_size if n >= cfg.batch_size else 1
+    if cfg.max_steps_per_epoch:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    ddp_model = model
+    if info.enabled:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    # the official recipe applies weight decay to every parameter (BN and biases included)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
+    ema = _EMA(model, cfg.ema_teacher) if cfg.ema_teacher > 0 else None
+
+    start_epoch, best, history = 0, {"val_acc": -1.0, "epoch": -1}, []
+    state_path = out / "last.pt"
+    if cfg.resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st.get("config", {}).get("arch") != cfg.arch:
+            raise ValueError(f"{state_path} belongs to a different run (arch {st.get('config', {}).get('arch')})")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        if ema is not None and "ema" in st:
+            ema.model.load_state_dict(st["ema"])
+        start_epoch, best, history = st["epoch"] + 1, st["best"], st["history"]
+        torch.set_rng_state(st["rng"]["torch"])
+
+    images_dev = None
+    if cfg.device_cache if cfg.device_cache is not None else cuda:
+        images_dev = torch.as_tensor(np.asarray(train_d.images)).to(device)
+    labels_all = torch.as_tensor(train_d.labels)
+    dists_all = torch.as_tensor(train_d.dists) if train_d.dists is not None else None
+    local_b = cfg.batch_size // world
+    C = cfg.num_classes
+    if cfg.balanced_sampling:
+        freq = torch.bincount(labels_all, minlength=C).float()
+        weights = (1.0 / freq.clamp(min=1))[labels_all]
+
+    csv_path = out / "metrics.csv"
+    tb = None
+    if cfg.tensorboard and info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        tb = SummaryWriter(str(out / "tb"))
+
+    def evaluate(d: SplitData | None) -> dict | None:
+        if d is None or not info.is_main:
+            return None
+        probs = predict_arrays(model, d.images, mean, std, cfg.eval_batch_size, device, amp=cfg.amp)
+        m = classification_metrics(probs, d.labels)
+        if d.dists is not None:
+            m["soft_ce_vs_dist"] = soft_cross_entropy(probs, d.dists)
+        return m
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        g = batch_generator(cfg.seed, epoch, -1)
+        if cfg.balanced_sampling:
+            order = torch.multinomial(weights, steps * cfg.batch_size, replacement=True, generator=g)
+        else:
+            order = torch.randperm(n, generator=g)
+            if steps * cfg.batch_size > n:  # tiny datasets: repeat
+                order = order.repeat(math.ceil(steps * cfg.batch_size / n))
+        loss_sum = torch.zeros(3, dtype=torch.float64)  # loss*count, correct, count
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main),
+                   leave=False)
+        for step in bar:
+            gidx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            params = sample_params(len(gidx), cfg.augment, batch_generator(cfg.seed, epoch, step)) \
+                if cfg.augment.enabled else None
+            sl = slice(info.rank * local_b, (info.rank + 1) * local_b)
+            idx = gidx[sl]
+            if images_dev is not None:
+                xb = images_dev[idx.to(device)]
+            else:
+                sidx, inv = torch.sort(idx)  # sorted reads are kinder to the memmap
+                xb = torch.from_numpy(np.asarray(train_d.images[sidx.numpy()]))[torch.argsort(inv)].to(device)
+            yb = labels_all[idx].to(device)
+            x = augment_batch(xb, slice_params(params, sl), mean, std) if params is not None else eval_batch(xb, mean, std)
+            if cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and cuda):
+                logits = ddp_model(x)
+                if cfg.target == "ldg-online":
+                    q = teacher_distribution(teacher, x, cfg.temperature)  # the SAME augmented batch
+            logits = logits.float()
+            if cfg.target == "hard":
+                q = None
+            elif cfg.target == "ldg-cached":
+                q = cached_q[idx].to(device)
+            elif cfg.target in ("crowd", "true"):
+                q = dists_all[idx].to(device)
+            elif cfg.target == "smooth":
+                q = smooth_labels(yb, C, cfg.smoothing)
+            ema_q = None
+            if ema is not None and cfg.ema_mix > 0:
+                with torch.no_grad():
+                    ema_q = torch.softmax(ema.model(x).float() / cfg.temperature, 1)
+            if q is None and not (cfg.hard_mix or ema_q is not None):
+                loss = nn.functional.cross_entropy(logits, yb)
+            else:
+                if q is None:
+                    q = torch.nn.functional.one_hot(yb, C).float()
+                elif cfg.temperature != 1.0 and cfg.target in ("crowd", "true", "ldg-cached"):
+                    q = torch.softmax(torch.log(q.clamp_min(1e-8)) / cfg.temperature, 1)
+                q = mix_targets(q.float(), yb, cfg.hard_mix, ema_q, cfg.ema_mix)
+                loss = label_distribution_loss(logits, q, cfg.loss_reduction)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(model)
+            with torch.no_grad():
+                loss_sum += torch.tensor([loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx)],
+                                         dtype=torch.float64)
+            if info.is_main and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum[0] / loss_sum[2]:.4f}", acc=f"{loss_sum[1] / loss_sum[2]:.3f}")
+        all_reduce_sum(loss_sum, info)
+        train_time = time.time() - t0
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": float(loss_sum[0] / loss_sum[2]),
+               "train_acc": float(loss_sum[1] / loss_sum[2]), "img_per_s": float(loss_sum[2] / train_time),
+               "epoch_time_s": train_time}
+        vm = evaluate(val_d)
+        if vm:
+            row.update(val_acc=vm["accuracy"], val_balanced_acc=vm["balanced_accuracy"], val_nll=vm["nll"], val_ece=vm["ece"])
+        if cfg.track_test:
+            tm = evaluate(test_d)
+            if tm:
+                row.update(test_acc=tm["accuracy"])
+        if info.is_main:
+            history.append(row)
+            score = row.get("val_acc", row["train_acc"])
+            if score > best["val_acc"]:
+                best = {"val_acc": score, "epoch": epoch + 1}
+                save_model(model_for_export(model), out / "best.safetensors",
+                           _meta(cfg, label_map, mean, std, {"selected_on": "val" if vm else "train", **row}))
+            new = not csv_path.exists()
+            with open(csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            if tb is not None:
+                for k, v in row.items():
+                    tb.add_scalar(k, v, epoch + 1)
+            st = {"model": model_for_export(model).state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "history": history,
+                  "rng": _rng_state(), "config": json.loads(json.dumps(cfg.to_dict()))}
+            if ema is not None:
+                st["ema"] = ema.model.state_dict()
+            atomic_write(state_path, lambda tmp: torch.save(st, tmp))
+            if cfg.progress:
+                print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        barrier()
+
+    summary = {}
+    if info.is_main:
+        final_state = {k: v.clone() for k, v in model_for_export(model).state_dict().items()}
+        last_test = evaluate(test_d)
+        best_model = load_model(out / "best.safetensors", device=device)
+        model_for_export(model).load_state_dict(best_model.state_dict())
+        sel_test = evaluate(test_d)
+        sel_val = evaluate(val_d)
+        summary = {
+            "config": cfg.to_dict(), "label_map": label_map.to_list(), "teacher": teacher_info,
+            "best_epoch": best["epoch"], "val_selected": {"val": _brief(sel_val), "test": _brief(sel_test)},
+            "last_epoch": {"test": _brief(last_test)},
+        }
+        if cfg.track_test and history and "test_acc" in history[0]:
+            bt = max(history, key=lambda r: r["test_acc"])
+            summary["best_on_test_official_protocol"] = {"epoch": bt["epoch"], "test_acc": bt["test_acc"],
+                                                         "note": "selected on the test split like the official code; not a valid estimate"}
+        metrics = {"val_acc": sel_val and sel_val["accuracy"], "test_acc": sel_test and sel_test["accuracy"],
+                   "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"]}
+        save_model(model_for_export(model), out / "model.safetensors", _meta(cfg, label_map, mean, std, metrics))
+        model_for_export(model).load_state_dict(final_state)
+        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
+    barrier()
+    return summary
+
+
+def model_for_export(model: nn.Module) -> nn.Module:
+    m = _unwrap(model)
+    return m
+
+
+def _brief(m: dict | None) -> dict | None:
+    if m is None:
+        return None
+    return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "soft_ce_vs_dist") if k in m}
+
+
+def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict) -> ModelMeta:
+    return ModelMeta(arch=cfg.arch, labels=label_map.to_list(), input_size=cfg.input_size, mean=tuple(mean),
+                     std=tuple(std), grayscale=cfg.grayscale, crop={"recipe": cfg.recipe}, dataset=cfg.dataset,
+                     metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
+                     train_config=json.loads(json.dumps(cfg.to_dict(), default=str)))
