@@ -84,8 +84,9 @@ class BenchConfig:
             raise ValueError(f"unknown model(s) {unknown}; available: {', '.join(list_models())}")
         if not self.models:
             raise ValueError("no models to benchmark")
-        if self.input_size < 32 or self.input_size % 32:
-            raise ValueError(f"input size must be a multiple of 32 (>= 32), got {self.input_size}")
+        if self.input_size < 32 or self.input_size % 16:
+            raise ValueError(f"input size must be a multiple of 16 (>= 32; EfficientFace's LFE splits the "
+                             f"stem map into quadrants), got {self.input_size}")
         for name in ("threads", "repeats", "latency_iters", "throughput_batch", "throughput_repeats",
                      "train_batch", "train_steps"):
             if int(getattr(self, name)) < 1:

@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
     p.add_argument("--no-training", action="store_true", help="skip training throughput")
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when present")
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (efficientface + baseline, few calls)")
+    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (efficientface + baseline, few calls, no training)")
     p.add_argument("--profile", action="store_true",
                    help="only the per-block CPU-time profile of baseline vs efficientface (where the extra time goes)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -50,7 +50,10 @@ def run(args) -> int:
         overrides["models"] = tuple(models)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = BenchConfig.quick(**overrides) if args.quick else BenchConfig(**overrides)
-    cfg.onnx, cfg.training = not args.no_onnx, not args.no_training
+    if args.no_onnx:
+        cfg.onnx = False
+    if args.no_training:
+        cfg.training = False
     if args.no_cuda:
         cfg.cuda = False
     result = run_bench(cfg, log=lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True))
