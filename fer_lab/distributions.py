@@ -183,31 +183,42 @@ def top2_margin(dists) -> np.ndarray:
 
 def cooccurrence_matrix(dists, threshold: float | None = 0.15, *, label_map=None,
                         normalize: str = "conditional") -> pd.DataFrame:
-    """Which expressions appear together in the same face (C x C DataFrame).
+    """Which expressions appear together in the same face (C x C DataFrame, rows "given").
 
-    ``threshold``: an expression is "present" when its probability >= threshold; ``None`` = soft:
-    ``D.T @ D / N`` (probability that two independent draws from the face's distribution give
-    classes i and j).  ``normalize``: "conditional" -> row i = P(j present | i present) (diagonal
-    1; for soft, divided by the diagonal), "count" -> raw counts (soft: expected co-occurrence),
+    Hard (``threshold`` set): an expression is present when its probability >= threshold.
+    "conditional" -> P(j present | i present) (diagonal 1); "count" -> number of faces with both;
     "jaccard" -> |i and j| / |i or j|.
+
+    Soft (``threshold=None``): no cut-off.  "conditional" -> sum_n p_ni p_nj / sum_n p_ni, the
+    average share of j in faces weighted by how much they show i (rows sum to 1); "count" ->
+    ``D.T @ D / N``, the joint distribution of two independent draws from a face's distribution;
+    "jaccard" -> fuzzy Jaccard sum_n min(p_ni, p_nj) / sum_n max(p_ni, p_nj).
+    Faces that never show class i give a NaN row.
     """
     if normalize not in ("conditional", "count", "jaccard"):
         raise ValueError(f"normalize must be 'conditional', 'count' or 'jaccard', got {normalize!r}")
     d = _dists(dists)
     names = label_names(label_map, d.shape[1])
-    if threshold is None:
-        m = d.T @ d / len(d)
-    else:
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1] or None, got {threshold}")
-        present = (d >= threshold).astype(np.float64)
-        m = present.T @ present
-    diag = np.diag(m).copy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        if normalize == "conditional":
-            m = m / diag[:, None]
-        elif normalize == "jaccard":
-            m = m / (diag[:, None] + diag[None, :] - m)
+        if threshold is None:
+            if normalize == "count":
+                m = d.T @ d / len(d)
+            elif normalize == "conditional":
+                m = (d.T @ d) / d.sum(0)[:, None]
+            else:
+                c = d.shape[1]
+                m = np.array([[np.minimum(d[:, i], d[:, j]).sum() / np.maximum(d[:, i], d[:, j]).sum()
+                               for j in range(c)] for i in range(c)])
+        else:
+            if not 0 < threshold <= 1:
+                raise ValueError(f"threshold must be in (0, 1] or None, got {threshold}")
+            present = (d >= threshold).astype(np.float64)
+            m = present.T @ present
+            diag = np.diag(m).copy()
+            if normalize == "conditional":
+                m = m / diag[:, None]
+            elif normalize == "jaccard":
+                m = m / (diag[:, None] + diag[None, :] - m)
     m = np.where(np.isfinite(m), m, np.nan)
     return pd.DataFrame(m, index=pd.Index(names, name="given"), columns=pd.Index(names, name="with"))
 

@@ -49,6 +49,27 @@ def test_cooccurrence_hard_and_soft():
     soft = cooccurrence_matrix(d, threshold=None, normalize="count")
     np.testing.assert_allclose(soft.to_numpy(), d.T @ d / 4)
     assert soft.to_numpy().sum() == pytest.approx(1.0)  # a joint distribution of two draws
+    cond = cooccurrence_matrix(d, threshold=None)
+    np.testing.assert_allclose(cond.loc["happiness"].sum(), 1.0)
+    assert cond.loc["happiness", "surprise"] == pytest.approx((0.7 * 0.3 + 0.6 * 0.4) / 2.3)
+    jac = cooccurrence_matrix(d, threshold=None, normalize="jaccard")
+    assert jac.loc["disgust", "anger"] == pytest.approx(1.0) and jac.loc["happiness", "happiness"] == 1.0
+
+
+def test_ferplus_crowd_votes_mix_like_plutchik(ferplus_root):
+    """Real FER+ crowd distributions (test split, labels only): fear mixes most with surprise,
+    disgust with anger, contempt with neutral (the noisy-contempt story)."""
+    from fer_lab.data import build_dataset
+
+    ds = build_dataset("ferplus", ferplus_root, "test")
+    m = cooccurrence_matrix(ds.dists, threshold=0.2, label_map=ds.label_map)
+    off = m.where(~np.eye(len(m), dtype=bool))
+    assert off.loc["fear"].idxmax() == "surprise" and off.loc["fear", "surprise"] > 0.4
+    assert off.loc["disgust"].idxmax() == "anger"
+    assert off.loc["contempt"].idxmax() == "neutral"
+    crowd_vs_self = agreement(ds.dists, ds.dists)
+    uniform = np.full_like(ds.dists, 1 / 8)
+    assert crowd_vs_self["js"] < 1e-6 and agreement(uniform, ds.dists)["js"] > 0.3
 
 
 def test_agreement_kl_js_top1():

@@ -214,7 +214,7 @@ def test_repeated_cams_do_not_grow_memory():
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process()
     model = create_model("efficientface").eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 32, 32)
     with CamExplainer(model, "gradcam") as explain:
         for _ in range(20):
             explain(x)
