@@ -125,15 +125,16 @@ def main(argv=None):
     common.append(f"epochs={epochs}")
 
     t_a = time.time()
+    hard_deadline = t_start + args.budget_s + 90  # kill stragglers rather than lose everything to a timeout
     procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds)}
-    codes = wait_all(procs, None)
+    codes = wait_all(procs, hard_deadline)
     print(f"phase A done in {time.time() - t_a:.0f}s: {codes}", flush=True)
     teacher = out / f"ldg_resnet50_hard_s{args.seeds[0]}" / "model.safetensors"
     collect(out, args, epochs)
     t_b = time.time()
     if teacher.is_file():
         procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds, teacher)}
-        codes = wait_all(procs, None)
+        codes = wait_all(procs, hard_deadline)
         print(f"phase B done in {time.time() - t_b:.0f}s: {codes}", flush=True)
     collect(out, args, epochs)
     print(f"total {time.time() - t_start:.0f}s", flush=True)
@@ -147,7 +148,10 @@ def collect(out: Path, args, epochs):
     rows = {}
     for summ in sorted(out.glob("*/summary.json")):
         name = summ.parent.name
-        s = json.loads(summ.read_text())
+        try:
+            s = json.loads(summ.read_text())
+        except ValueError:
+            continue
         ev = evaluate(summ.parent / "model.safetensors", "ferplus", args.root, "test",
                       device="cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
         arch, target, seed = name.rsplit("_", 2)
@@ -182,7 +186,7 @@ def collect(out: Path, args, epochs):
                         "-C", str(out), "."], check=False)
         for t in table:
             if t["arch"] in STUDENTS:
-                src = out / f"{t['arch']}_{t['target']}_s{t['best_seed_by_val']}" / "model.safetensors"
+                src = out / f"{t['arch']}_{t['target']}_{t['best_seed_by_val']}" / "model.safetensors"
                 if src.is_file():
                     shutil.copy(src, exp / f"{t['arch']}_{t['target']}.safetensors")
 

@@ -96,6 +96,8 @@ class TrainConfig:
 
 
 def _coerce(value: str, current: Any):
+    if isinstance(current, str):  # keep strings as typed ("true" is a target name, not a bool)
+        return None if value in ("null", "None", "~", "") else value
     parsed = yaml.safe_load(value)
     if isinstance(current, tuple) and isinstance(parsed, list):
         return tuple(parsed)
