@@ -20,7 +20,8 @@ __all__ = ["build_demo", "launch_kwargs", "example_images", "ImagePath", "QUEUE_
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "data" / "examples"
 QUEUE_SIZE = 32          # waiting requests beyond this are refused ("queue full") instead of piling up
-CONCURRENCY = 2          # events run at once per event type (2 vCPU on a CPU-Basic Space)
+CONCURRENCY = 2          # events running at once, all event types together (2 vCPU on a CPU-Basic Space)
+POOL = "cpu"             # shared concurrency_id: detect/analyze/batch/load compete for the same cores
 # one intra-op thread per request: two requests use both vCPUs, and a busy neighbour cannot stall
 # OpenMP barriers (measured on the shared 2-core dev box: 47 ms vs 650 ms per forward, docs/app.md)
 TORCH_THREADS = int(os.environ.get("FER_LAB_TORCH_THREADS", "1"))
@@ -28,7 +29,7 @@ MAX_FILE_SIZE = "64mb"   # upload cap (the authors' MS-Celeb-pretrained file is 
                          # further limited by fer_lab.io: 30 MB, 25 MP in the app)
 TITLES = {"baseline": "Baseline (ShuffleNet-V2)", "efficientface": "EfficientFace"}
 # crops and CAMs are model-sized (48-112 px): show them enlarged, without smoothing
-CSS = (".cam img, .crop img { width: 100% !important; height: 100% !important; object-fit: contain; "
+CSS = (".cam img, .crop img { min-width: 192px; min-height: 192px; object-fit: contain; "
        "image-rendering: pixelated; }")
 
 
@@ -108,14 +109,14 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                     if examples:
                         # synthfer drawings are already face crops: score them whole
                         gr.Examples([[p, Path(p).name.startswith("synth")] for p in examples],
-                                    inputs=[image, whole], label="Examples (license-clean)",
+                                    inputs=[image, whole], label="Examples (license-clean)", visible_columns=[0],
                                     api_name="example", api_visibility="undocumented")
                 with gr.Column():
                     annotated = gr.Image(label="Detected faces", format="jpeg", interactive=False,
                                          elem_id="faces-image")
                     face = gr.Dropdown(choices=[], label="Face", allow_custom_value=True, elem_id="face-picker")
                     status = gr.Markdown(label="Status", elem_id="status")
-                    crop = gr.Image(label="Crop the model sees", format="png", interactive=False, height=160,
+                    crop = gr.Image(label="Crop the model sees", format="png", interactive=False, height=224,
                                     elem_classes="crop", elem_id="crop")
             model_boxes, side_outputs = [], []
             with gr.Row():
@@ -159,15 +160,16 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
         analyze_inputs = [image, face, whole, method, *model_boxes]
         analyze_outputs = [annotated, crop, status, *side_outputs, details]
         gr.on([image.change, whole.change], engine.detect, inputs=[image, whole], outputs=[annotated, face, status],
-              api_name="detect", trigger_mode="always_last").success(
+              api_name="detect", trigger_mode="always_last", concurrency_id=POOL).success(
             engine.analyze, inputs=analyze_inputs, outputs=analyze_outputs,
-            api_name="detect_then_analyze", api_visibility="private")
+            api_name="detect_then_analyze", api_visibility="private", concurrency_id=POOL)
         gr.on([face.input, method.change, *[b.input for b in model_boxes]], engine.analyze,
-              inputs=analyze_inputs, outputs=analyze_outputs, api_name="analyze", trigger_mode="always_last")
+              inputs=analyze_inputs, outputs=analyze_outputs, api_name="analyze", trigger_mode="always_last",
+              concurrency_id=POOL)
         run_batch.click(engine.batch, inputs=[files, batch_whole, *model_boxes], outputs=[table, csv_file],
-                        api_name="batch")
+                        api_name="batch", concurrency_id=POOL)
         load_btn.click(engine.load_checkpoint, inputs=[ckpt_file, ckpt_path, ckpt_side],
-                       outputs=[ckpt_status, *model_boxes], api_name="load_checkpoint")
+                       outputs=[ckpt_status, *model_boxes], api_name="load_checkpoint", concurrency_id=POOL)
 
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     demo.engine = engine
