@@ -29,6 +29,7 @@ __all__ = [
     "get_recipe",
     "list_recipes",
     "detect_faces",
+    "detect_eyes",
     "crop_face",
     "extract_faces",
     "draw_faces",
