@@ -206,7 +206,7 @@ def _ort_runner(name: str, model, x1, xb, threads: int, exporter: str, workdir: 
     from .export import OnnxModel, export_onnx
 
     t0 = time.perf_counter()
-    report = export_onnx(model, os.path.join(workdir, f"{name}.onnx"), exporter=exporter)
+    report = export_onnx(model, os.path.join(workdir, f"{name}.onnx"), exporter=exporter, input_size=x1.shape[-1])
     export_s = time.perf_counter() - t0
     runner = OnnxModel(report.path, threads=threads)
     a1, ab = x1.numpy(), xb.numpy()

@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +144,12 @@ def _write_with_metadata(src: str, out: Path, meta: ModelMeta) -> int:
 
 
 def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dynamo", check: bool = False,
-                quantize: str | None = None, example_batch: int = 2) -> ExportReport:
+                quantize: str | None = None, input_size: int | None = None, example_batch: int = 2) -> ExportReport:
     """Export a model (module, checkpoint path or shipped name) to one ONNX file.
 
     ``exporter="dynamo"`` (default) falls back to ``"torchscript"`` if it raises, with the reason
-    in the report.  ``check`` runs :func:`check_parity`; ``quantize="int8"`` also writes
+    in the report.  ``input_size`` overrides the checkpoint's (the file then records the new
+    size: the model must have been trained for it, or be used for timing only).  ``check`` runs :func:`check_parity`; ``quantize="int8"`` also writes
     ``<out stem>.int8.onnx`` (dynamic quantisation) and checks it against the float model.
     """
     if exporter not in EXPORTERS:
@@ -160,6 +161,10 @@ def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dy
         raise ValueError(f"output file must end in .onnx, got {out}")
     model = _resolve_model(model_or_weights).eval()
     meta = meta_for_model(model)
+    if input_size is not None:
+        if int(input_size) < 16:
+            raise ValueError(f"input size must be >= 16, got {input_size}")
+        meta = replace(meta, input_size=int(input_size))
     size = int(meta.input_size)
     example = torch.randn(example_batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     out.parent.mkdir(parents=True, exist_ok=True)
