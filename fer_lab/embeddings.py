@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .distributions import as_face_set, entropy, label_names, run_batches
 
-__all__ = ["Embedding", "extract_features", "fit_umap", "weights_hash", "data_key", "compute_embedding",
+__all__ = ["Embedding", "extract_features", "fit_umap", "weights_hash", "data_key", "compute_embedding", "fit_pca", "LAYOUTS",
            "embedding_figure", "embedding_widget", "embedding_cache_dir"]
 
 EMBEDDING_FORMAT = 1
@@ -92,6 +92,25 @@ def fit_umap(features, n_neighbors: int = 15, min_dist: float = 0.1, metric: str
         return reducer.fit_transform(x).astype(np.float32)
 
 
+LAYOUTS = ("umap", "pca")
+
+
+def fit_pca(features, n_components: int = 2) -> np.ndarray:
+    """Linear 2-D layout: the top principal components (sign fixed so the largest loading of each
+    axis is positive).  No JIT, milliseconds: the smoke-mode/quick-look stand-in for UMAP, whose
+    numba compilation costs 30-60 s per process on the shared CPU."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"PCA needs an N x D feature array with N >= 2, got shape {x.shape}")
+    x = x - x.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    vt = vt[:n_components]
+    vt *= np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])[:, None]
+    out = np.zeros((len(x), n_components), np.float32)
+    out[:, :len(vt)] = x @ vt.T
+    return out
+
+
 def weights_hash(model: nn.Module) -> str:
     """sha256 over the state dict (names, dtypes, shapes, bytes): identical weights -> same key."""
     h = hashlib.sha256()
@@ -153,19 +172,25 @@ def _gather(sources) -> tuple[list, np.ndarray | None, np.ndarray, object]:
 def compute_embedding(model: nn.Module, sources, *, n_neighbors: int = 15, min_dist: float = 0.1,
                       metric: str = "cosine", random_state: int | None = None, input_size: int | None = None,
                       batch_size: int = 64, cache_dir=None, key: str | None = None, use_cache: bool = True,
-                      refresh: bool = False) -> Embedding:
+                      refresh: bool = False, method: str = "umap") -> Embedding:
     """Features + UMAP coordinates for ``sources`` (one face source or a dict name -> source,
     e.g. {"ferplus": cache, "synthfer": data} to colour by dataset), cached on disk.
 
     ``key`` overrides the data part of the cache key (e.g. a dataset name + split you trust).
     ``refresh`` recomputes and overwrites; ``use_cache=False`` neither reads nor writes.
+    ``method``: "umap" (default) or "pca" (:func:`fit_pca`, instant; the UMAP options are unused).
     """
+    if method not in LAYOUTS:
+        raise ValueError(f"method must be one of {LAYOUTS}, got {method!r}")
     from .cam import preprocess_for, model_label_names
 
     pre = preprocess_for(model, input_size)
     params = {"n_neighbors": n_neighbors, "min_dist": min_dist, "metric": metric, "random_state": random_state,
               "input_size": pre.input_size, "mean": list(pre.mean), "std": list(pre.std),
               "grayscale": pre.grayscale, "format": EMBEDDING_FORMAT}
+    if method != "umap":  # keeps the keys of existing UMAP cache files valid
+        params = {**params, "method": method, "n_neighbors": None, "min_dist": None, "metric": None,
+                  "random_state": None}
     dkey = key or data_key(sources)
     full_key = hashlib.sha256(json.dumps({"weights": weights_hash(model), "data": dkey, "params": params},
                                          sort_keys=True).encode()).hexdigest()
@@ -183,7 +208,7 @@ def compute_embedding(model: nn.Module, sources, *, n_neighbors: int = 15, min_d
     if lmap is not None and list(lmap) != names:
         raise ValueError(f"the model's classes {names} differ from the data's label map {list(lmap)}")
     feats, probs = extract_features(model, images, batch_size, pre.input_size, with_probs=True)
-    coords = fit_umap(feats, n_neighbors, min_dist, metric, random_state)
+    coords = fit_umap(feats, n_neighbors, min_dist, metric, random_state) if method == "umap" else fit_pca(feats)
     emb = Embedding(feats, coords, probs, labels, ds_names, names, full_key, params, None, False)
     if use_cache:
         from .checkpoint import atomic_write
@@ -244,31 +269,60 @@ def embedding_figure(emb: Embedding, color_by="label", *, images=None, thumb_px:
         if len(faces) != n:
             raise ValueError(f"{len(faces)} images for {n} embedded points")
         thumbs = [image_data_uri(f, thumb_px) for f in faces]
-    return embedding_scatter(emb.coords, color, color_name=cname, categorical=categorical, hover_text=hover,
-                             thumbnails=thumbs, title=title)
+    fig = embedding_scatter(emb.coords, color, color_name=cname, categorical=categorical, hover_text=hover,
+                            thumbnails=thumbs, title=title)
+    method = emb.params.get("method", "umap").upper()
+    fig.update_xaxes(title_text=f"{method} 1")
+    fig.update_yaxes(title_text=f"{method} 2")
+    return fig
 
 
-def embedding_widget(fig):
+def embedding_widget(fig, emb: Embedding | None = None):
     """Jupyter: the scatter as a FigureWidget next to an image that shows the hovered face.
 
-    Needs ipywidgets + anywidget (plotly 7's FigureWidget).  The hover handler only reads the
-    thumbnails already stored in the figure: nothing is recomputed.
+    With ``emb`` (the :class:`Embedding` the figure was drawn from), clicking a point also shows
+    that face's predicted label distribution (``viz.distribution_bar``) under the image.
+    Needs ipywidgets + anywidget (plotly 7's FigureWidget).  The handlers only read what is
+    already stored (thumbnails in the figure, probabilities in ``emb``): nothing is recomputed.
     """
     import base64
 
     import ipywidgets as widgets
     import plotly.graph_objects as go
 
+    from .viz import distribution_bar
+
     fw = go.FigureWidget(fig)
     img = widgets.Image(format="png", width=128, height=128)
+    names = None if emb is None else (emb.label_names or label_names(None, emb.probs.shape[1]))
+    dist = None if emb is None else go.FigureWidget(distribution_bar(emb.probs[0], names, "click a point"))
+    if dist is not None:
+        dist.update_layout(width=360, height=300)
 
-    def on_hover(trace, points, state):
-        if not points.point_inds:
-            return
-        uri = trace.customdata[points.point_inds[0]][1]
+    def show(trace, i):
+        uri = trace.customdata[i][1]
         if uri:
             img.value = base64.b64decode(uri.split(",", 1)[1])
 
+    def on_hover(trace, points, state):
+        if points.point_inds:
+            show(trace, points.point_inds[0])
+
+    def on_click(trace, points, state):
+        if not points.point_inds:
+            return
+        i = points.point_inds[0]
+        show(trace, i)
+        idx = int(trace.customdata[i][0])
+        new = distribution_bar(emb.probs[idx], names, f"point #{idx}")
+        with dist.batch_update():
+            dist.data[0].y, dist.data[0].text = new.data[0].y, new.data[0].text
+            dist.data[0].marker.color = new.data[0].marker.color
+            dist.layout.title.text = new.layout.title.text
+
     for tr in fw.data:
         tr.on_hover(on_hover)
-    return widgets.HBox([fw, img])
+        if dist is not None:
+            tr.on_click(on_click)
+    side = img if dist is None else widgets.VBox([img, dist])
+    return widgets.HBox([fw, side])

@@ -93,3 +93,36 @@ def test_label_map_mismatch_is_refused(tmp_path):
     faces = FaceSet(np.zeros((6, 32, 32, 3), np.uint8), np.zeros(6, np.int64), label_map=canonical(7))
     with pytest.raises(ValueError, match="label map"):
         compute_embedding(model8, faces, use_cache=False, input_size=32)
+
+
+def test_pca_layout_separates_cached_and_clicks_show_distribution(tmp_path):
+    """method="pca": the no-JIT layout (smoke mode) keeps clusters apart, is cached under its own
+    key, labels its axes; the widget's click handler shows that point's own distribution."""
+    from plotly.callbacks import InputDeviceState, Points
+
+    torch.manual_seed(0)
+    model = create_model("baseline").eval()
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 40, (20, 32, 32, 3)).astype(np.uint8)
+    b = (215 + rng.integers(0, 40, (20, 32, 32, 3))).astype(np.uint8)
+    emb = compute_embedding(model, {"dark": a, "bright": b}, method="pca", input_size=32, cache_dir=tmp_path)
+    assert emb.coords.shape == (40, 2) and emb.params["method"] == "pca" and not emb.from_cache
+    ca, cb = emb.coords[:20].mean(0), emb.coords[20:].mean(0)
+    near_a = np.linalg.norm(emb.coords - ca, axis=1) < np.linalg.norm(emb.coords - cb, axis=1)
+    assert near_a[:20].all() and not near_a[20:].any()
+    again = compute_embedding(model, {"dark": a, "bright": b}, method="pca", input_size=32, cache_dir=tmp_path)
+    assert again.from_cache and again.key == emb.key
+    np.testing.assert_array_equal(again.coords, emb.coords)
+    with pytest.raises(ValueError, match="method"):
+        compute_embedding(model, a, method="tsne", use_cache=False, input_size=32)
+    fig = embedding_figure(emb, "dataset", images=list(a) + list(b))
+    assert fig.layout.xaxis.title.text == "PCA 1"
+    w = embedding_widget(fig, emb)
+    fw, dist = w.children[0], w.children[1].children[1]
+    tr = fw.data[1]  # "bright" (traces sorted by name length, then name)
+    k = 3
+    tr._dispatch_on_click(Points(point_inds=[k], xs=[0], ys=[0], trace_name=tr.name, trace_index=1),
+                          InputDeviceState())
+    idx = int(tr.customdata[k][0])
+    np.testing.assert_allclose(dist.data[0].y, emb.probs[idx], atol=1e-6)
+    assert dist.layout.title.text == f"point #{idx}" and w.children[1].children[0].value
