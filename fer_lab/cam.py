@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from .labels import canonical
 from .preprocess import Preprocess, to_rgb_uint8
 
-__all__ = ["CAM_METHODS", "CamExplainer", "compute_cams", "overlay_cam", "compare_cams",
+__all__ = ["CAM_METHODS", "CamExplainer", "compute_cams", "overlay_cam", "compare_cams", "faithfulness_table",
            "faithfulness", "faithfulness_curves", "preprocess_for", "model_label_names"]
 
 
@@ -430,3 +430,25 @@ def compare_cams(models: Mapping[str, nn.Module], images: Sequence[np.ndarray], 
             res["faithfulness"] = fa
         out[name] = res
     return out
+
+
+def faithfulness_table(result: Mapping[str, dict]) -> "pd.DataFrame":
+    """One row per model of a :func:`compare_cams` result (run with faithfulness): mean deletion
+    AUC (lower is better), insertion AUC (higher), the random map's AUCs, ``score`` =
+    mean(insertion - deletion) and ``beats_random`` = score - score_random."""
+    import pandas as pd
+
+    rows = []
+    for name, r in result.items():
+        fa = r.get("faithfulness")
+        if fa is None:
+            raise ValueError(f"{name!r} has no faithfulness scores: run compare_cams with faithfulness_steps")
+        row = {"model": name, "method": r.get("method"), "n": len(fa["deletion"]),
+               "deletion": float(np.mean(fa["deletion"])), "insertion": float(np.mean(fa["insertion"])),
+               "score": fa["score"]}
+        if "score_random" in fa:
+            row.update(deletion_random=float(np.mean(fa["deletion_random"])),
+                       insertion_random=float(np.mean(fa["insertion_random"])),
+                       score_random=fa["score_random"], beats_random=fa["score"] - fa["score_random"])
+        rows.append(row)
+    return pd.DataFrame(rows)

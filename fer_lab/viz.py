@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["distribution_bar", "image_data_uri", "thumbnail_gallery", "confusion_heatmap", "cooccurrence_heatmap",
+__all__ = ["distribution_bar", "image_data_uri", "thumbnail_gallery", "cam_comparison_figure", "confusion_heatmap", "cooccurrence_heatmap",
            "line_curves", "perturbation_curve_figure", "faithfulness_figure", "reliability_diagram", "histogram",
            "embedding_scatter", "find_chrome", "save_png"]
 
@@ -104,6 +104,32 @@ def thumbnail_gallery(images: Sequence[np.ndarray], captions: Sequence[str] | No
     fig.update_layout(title=title, template=_TEMPLATE, height=170 * nrows + (60 if title else 20),
                       width=max(400, 140 * ncols), margin=dict(l=5, r=5, t=60 if title else 30, b=5))
     return fig
+
+
+def cam_comparison_figure(result: dict, captions: Sequence[str] | None = None, thumb_px: int = 128,
+                          title: str | None = None) -> go.Figure:
+    """CAM overlays of :func:`fer_lab.cam.compare_cams` as a grid: one row per model, one column
+    per face; each caption names the model, its predicted class and probability (and the
+    face's caption when given)."""
+    images, caps = [], []
+    ncols = None
+    for model, r in result.items():
+        overlays = list(r["overlays"])
+        if ncols is not None and len(overlays) != ncols:
+            raise ValueError("every model of a compare_cams result must cover the same faces")
+        ncols = len(overlays)
+        if captions is not None and len(captions) != ncols:
+            raise ValueError(f"{len(captions)} captions for {ncols} faces")
+        for i, ov in enumerate(overlays):
+            k = int(r["pred"][i])
+            head = f"{captions[i]}<br>" if captions is not None else ""
+            images.append(ov)
+            caps.append(f"{head}{model}: {r['labels'][k]} {float(r['probs'][i][k]):.2f}")
+    if not images:
+        raise ValueError("empty compare_cams result")
+    method = next(iter(result.values())).get("method", "CAM")
+    return thumbnail_gallery(images, caps, ncols=ncols, title=title or f"{method} per model (rows) and face (columns)",
+                             thumb_px=thumb_px)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,3 +233,31 @@ def test_cam_methods_listed_all_run():
     for method in CAM_METHODS:
         cams = compute_cams(model, x, method)
         assert cams.shape == (2, 64, 64) and np.isfinite(cams).all()
+
+
+def test_faithfulness_table_and_comparison_figure():
+    """The notebook-facing summaries of compare_cams: table rows equal the per-image means, the
+    figure has one overlay per (model, face) with the model's own prediction in the caption."""
+    import numpy as np
+    import torch
+
+    from fer_lab.cam import compare_cams, faithfulness_table
+    from fer_lab.models import create_model
+    from fer_lab.viz import cam_comparison_figure
+
+    torch.manual_seed(0)
+    models = {"baseline": create_model("baseline").eval(), "efficientface": create_model("efficientface").eval()}
+    faces = list(np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8))
+    res = compare_cams(models, faces, "gradcam", input_size=32, faithfulness_steps=3)
+    t = faithfulness_table(res).set_index("model")
+    for name, r in res.items():
+        fa = r["faithfulness"]
+        assert t.loc[name, "deletion"] == pytest.approx(np.mean(fa["deletion"]))
+        assert t.loc[name, "beats_random"] == pytest.approx(fa["score"] - fa["score_random"])
+    fig = cam_comparison_figure(res, captions=["a", "b"])
+    assert len(fig.data) == 4
+    titles = [a.text for a in fig.layout.annotations]
+    k = int(res["efficientface"]["pred"][1])
+    assert titles[3] == f"b<br>efficientface: {res['efficientface']['labels'][k]} {res['efficientface']['probs'][1][k]:.2f}"
+    with pytest.raises(ValueError, match="faithfulness"):
+        faithfulness_table(compare_cams(models, faces, input_size=32, faithfulness_steps=None))
