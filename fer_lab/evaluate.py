@@ -11,11 +11,13 @@ __all__ = ["evaluate"]
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
              device: str = "cpu", tta_flip: bool = False, dataset_kwargs: dict | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, recipe: str | None = None) -> dict:
     """accuracy, balanced accuracy, macro-F1, NLL, ECE (15 bins), confusion matrix.
 
     The dataset is opened with the checkpoint's class count and refused if its label map differs;
-    images are cropped and resized with the checkpoint's own recipe (identical to training).
+    images are cropped and resized exactly as the training cache was (``crop["train_recipe"]``,
+    e.g. "none" for pre-cropped FER+); pass ``recipe`` (e.g. "ferplus") to detect and crop faces in
+    un-cropped images the way inference does.
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
     e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
     """
@@ -28,14 +30,15 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     meta = model.meta
     ds = build_dataset(dataset, root, split, num_classes=meta.num_classes, **(dataset_kwargs or {}))
     meta.label_map.check_compatible(ds.label_map, f"checkpoint {weights}", f"dataset {dataset}/{split}")
-    cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("recipe", "none"), grayscale=meta.grayscale,
+    recipe = recipe or meta.crop.get("train_recipe") or meta.crop.get("recipe", "none")
+    cache = build_cache(ds, meta.input_size, recipe=recipe, grayscale=meta.grayscale,
                         progress=progress)
     probs = predict_arrays(model, cache.images, meta.mean, meta.std, batch_size, device)
     if tta_flip:
         flipped = np.ascontiguousarray(np.asarray(cache.images)[:, :, ::-1])
         probs = (probs + predict_arrays(model, flipped, meta.mean, meta.std, batch_size, device)) / 2
     labels = np.asarray(cache.labels)
-    out = {"weights": str(weights), "arch": meta.arch, "dataset": dataset, "split": split,
+    out = {"weights": str(weights), "arch": meta.arch, "dataset": dataset, "split": split, "recipe": recipe,
            "labels": meta.labels, **classification_metrics(probs, labels)}
     if cache.dists is not None:
         out["soft_ce_vs_dist"] = soft_cross_entropy(probs, cache.dists)

@@ -6,7 +6,7 @@ def run(args) -> int:
     from ..evaluate import evaluate
 
     res = evaluate(args.weights, args.dataset, args.root, args.split, subset=args.subset, device=args.device,
-                   tta_flip=args.tta_flip, progress=not args.json)
+                   tta_flip=args.tta_flip, progress=not args.json, recipe=args.recipe)
     if args.json:
         print_json(res)
         return 0
@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--root", default=None)
     p.add_argument("--split", default="test")
     p.add_argument("--subset", help="file listing ids/paths of a subset (occlusion/pose lists)")
+    p.add_argument("--recipe", help="face-crop recipe (default: the one the training cache used)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--json", action="store_true")

@@ -35,7 +35,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str | None = "val"
     test_split: str | None = "test"
-    recipe: str = "none"               # face-crop recipe for the cache (fer_lab.faces)
+    recipe: str = "none"               # face-crop recipe for the cache (fer_lab.faces); "none" for pre-cropped datasets
+    photo_recipe: str | None = None    # recipe that reproduces this framing from a photo (inference); default: recipe
     balanced_sampling: bool = False
     # targets ("distribution sources")
     target: str = "hard"

@@ -490,6 +490,7 @@ def _brief(m: dict | None) -> dict | None:
 
 def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict) -> ModelMeta:
     return ModelMeta(arch=cfg.arch, labels=label_map.to_list(), input_size=cfg.input_size, mean=tuple(mean),
-                     std=tuple(std), grayscale=cfg.grayscale, crop={"recipe": cfg.recipe}, dataset=cfg.dataset,
+                     std=tuple(std), grayscale=cfg.grayscale, dataset=cfg.dataset,
+                     crop={"recipe": cfg.photo_recipe or cfg.recipe, "train_recipe": cfg.recipe},
                      metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
                      train_config=json.loads(json.dumps(cfg.to_dict(), default=str)))

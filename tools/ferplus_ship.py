@@ -1,0 +1,137 @@
+"""Evaluate finished FER+ runs, write the results table, ship the selected weights with model cards.
+
+    python tools/ferplus_ship.py --runs runs/ferplus_cpu --root ../shared/data/ferplus
+
+For every run folder with a summary.json: FER2013Test metrics of the validation-selected model
+(8-class accuracy, 7-class accuracy without contempt, balanced accuracy, NLL, ECE), the official
+protocol's best-epoch-on-test number (labelled), params and MACs.  Writes runs/.../table.json and
+prints the markdown table for docs/results.md.  With --ship, copies the best LDL EfficientFace
+(by validation accuracy) to data/weights/efficientface-ferplus.safetensors and the SLL baseline
+to data/weights/baseline-ferplus.safetensors, each with a model card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gather(runs: Path, root: str) -> list[dict]:
+    from fer_lab.complexity import profile_model
+    from fer_lab.evaluate import evaluate
+
+    rows = []
+    for summ in sorted(runs.glob("*/summary.json")):
+        s = json.loads(summ.read_text())
+        cfg = s["config"]
+        ev = evaluate(summ.parent / "model.safetensors", "ferplus", root, "test")
+        prof = profile_model(cfg["arch"], cfg["num_classes"], cfg["input_size"])
+        prof224 = profile_model(cfg["arch"], cfg["num_classes"], 224)
+        rows.append({
+            "run": summ.parent.name, "arch": cfg["arch"], "target": cfg["target"], "seed": cfg["seed"],
+            "epochs": cfg["epochs"], "input_size": cfg["input_size"], "best_epoch": s["best_epoch"],
+            "val_acc": s["val_selected"]["val"]["accuracy"], "test_acc": ev["accuracy"],
+            "test_acc_7": ev["accuracy_7class_no_contempt"], "test_bal_acc": ev["balanced_accuracy"],
+            "test_macro_f1": ev["macro_f1"], "test_nll": ev["nll"], "test_ece": ev["ece"],
+            "best_on_test": (s.get("best_on_test_official_protocol") or {}).get("test_acc"),
+            "params": prof.params, "paper_mmacs": prof.paper_mmacs, "paper_mmacs_224": prof224.paper_mmacs,
+            "weights": str(summ.parent / "model.safetensors"),
+        })
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| model | target | seed | epochs | px | val acc | **test acc (8)** | test acc (7, no contempt) | balanced | NLL | ECE | best-epoch-on-test (official protocol, not valid) | params | MMACs @px (paper conv.) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["arch"], r["target"], r["seed"])):
+        bot = f"{100 * r['best_on_test']:.2f}" if r["best_on_test"] is not None else "-"
+        out.append(f"| {r['arch']} | {r['target']} | {r['seed']} | {r['epochs']} | {r['input_size']} | {100 * r['val_acc']:.2f} | "
+                   f"**{100 * r['test_acc']:.2f}** | {100 * r['test_acc_7']:.2f} | {100 * r['test_bal_acc']:.2f} | "
+                   f"{r['test_nll']:.3f} | {r['test_ece']:.3f} | {bot} | {r['params']:,} | {r['paper_mmacs']:.2f} |")
+    return "\n".join(out)
+
+
+CARD = """# {name}
+
+{arch} ({paper}) trained by fer_lab on **FER+** (FER2013Train with the FER+ 10-annotator labels),
+8 classes in the canonical order {labels}.
+
+| | |
+|---|---|
+| training target | `{target}` ({target_desc}) |
+| selection | best epoch on FER2013Valid (epoch {best_epoch} of {epochs}); never on test |
+| FER2013Test accuracy (8 classes) | **{test_acc:.2f}%** (7 classes without contempt: {test_acc_7:.2f}%; balanced {test_bal:.2f}%; ECE {ece:.3f}) |
+| input | {px}x{px} grayscale (replicated to 3 channels), mean 0.5 / std 0.25, whole pre-cropped FER+ face; crop recipe for photos: `ferplus` face crop (see docs/faces.md) |
+| params / MACs | {params:,} / {mmacs:.2f} M at {px} px (paper convention) |
+| seed | {seed} |
+| training command | `{command}` |
+| machine | 2 CPU cores (shared), torch {torch} |
+
+**Data provenance and licence.** FER-2013 images (Kaggle challenge; no licence for redistribution) with the
+FER+ labels (Microsoft, MIT). The images are not distributed here; these weights were trained on them for
+research and may carry their biases: FER-2013 faces are mostly frontal, low-resolution, grayscale
+web images; contempt (0.6% of training images) and disgust are rare, and their accuracies are low.
+
+**Known limits.** Trained for {epochs} epochs on CPU at {px} px from scratch (no MS-Celeb pretraining, no LDG
+teacher in this run) — far from the paper's setting; see docs/results.md for how it compares. Expect lower
+accuracy on colour photos, other crops and non-frontal faces; the face crop in `fer-lab predict` and the app
+reproduces the FER-2013 framing (Haar box + 11.5% margin) but cannot undo the domain gap.
+"""
+
+TARGET_DESC = {"crowd": "label distribution learning from the 10 annotators' vote distributions",
+               "hard": "single-label learning on the FER+ majority label",
+               "ldg-online": "label distribution learning from a frozen LDG (paper eq. 5)"}
+
+
+def ship(row: dict, name: str, command: str) -> None:
+    import torch
+
+    from fer_lab.checkpoint import load_model, save_model
+
+    m = load_model(row["weights"])
+    meta = m.meta
+    meta.crop = {"recipe": "ferplus", "train_recipe": "none"}  # photos: detect + FER-2013 framing; FER+ is pre-cropped
+    meta.metrics = {**meta.metrics, "ferplus_test_acc": row["test_acc"], "ferplus_test_acc_7class": row["test_acc_7"],
+                    "ferplus_val_acc": row["val_acc"]}
+    meta.dataset = "ferplus"
+    dst = ROOT / "data" / "weights" / f"{name}.safetensors"
+    save_model(m, dst, meta)
+    card = CARD.format(name=name, arch=row["arch"], paper="Zhao et al., AAAI 2021" if row["arch"] == "efficientface"
+                       else "ShuffleNet-V2 1.0x, the paper's baseline", labels=", ".join(meta.labels),
+                       target=row["target"], target_desc=TARGET_DESC.get(row["target"], row["target"]),
+                       best_epoch=row["best_epoch"], epochs=row["epochs"], test_acc=100 * row["test_acc"],
+                       test_acc_7=100 * row["test_acc_7"], test_bal=100 * row["test_bal_acc"], ece=row["test_ece"],
+                       px=row["input_size"], params=row["params"], mmacs=row["paper_mmacs"], seed=row["seed"],
+                       command=command, torch=torch.__version__)
+    (ROOT / "data" / "weights" / f"{name}.md").write_text(card)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default="runs/ferplus_cpu")
+    ap.add_argument("--root", default="../shared/data/ferplus")
+    ap.add_argument("--ship", action="store_true")
+    ap.add_argument("--command", default="")
+    args = ap.parse_args(argv)
+    rows = gather(Path(args.runs), args.root)
+    (Path(args.runs) / "table.json").write_text(json.dumps(rows, indent=2))
+    print(markdown(rows))
+    if args.ship:
+        ef = [r for r in rows if r["arch"] == "efficientface" and r["target"] != "hard"]
+        bl = [r for r in rows if r["arch"] == "baseline" and r["target"] == "hard"]
+        if ef:
+            best = max(ef, key=lambda r: r["val_acc"])
+            ship(best, "efficientface-ferplus", args.command.replace("ARCH", "efficientface").replace("TARGET", best["target"]))
+            print("shipped efficientface-ferplus from", best["run"])
+        if bl:
+            best = max(bl, key=lambda r: r["val_acc"])
+            ship(best, "baseline-ferplus", args.command.replace("ARCH", "baseline").replace("TARGET", "hard"))
+            print("shipped baseline-ferplus from", best["run"])
+
+
+if __name__ == "__main__":
+    main()
