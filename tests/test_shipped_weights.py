@@ -1,0 +1,52 @@
+"""The shipped FER+ weights: load by name on a fresh clone, carry full metadata, and reproduce the
+FER+ test accuracy written in docs/results.md (±0.5 point; needs ../shared, skipped otherwise)."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_lab import canonical, load_model
+from fer_lab.checkpoint import list_shipped
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ("efficientface-ferplus", "baseline-ferplus")
+
+
+def _documented(name: str) -> float:
+    text = (ROOT / "docs" / "results.md").read_text()
+    m = re.search(rf"^{re.escape(name)} test_acc=([0-9.]+)$", text, re.M)
+    assert m, f"docs/results.md has no machine-readable line '{name} test_acc=...'"
+    return float(m.group(1))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_by_name_with_metadata(name):
+    assert name in list_shipped()
+    m = load_model(name)
+    meta = m.meta
+    assert m.label_map == canonical(8) and meta.dataset == "ferplus"
+    assert meta.crop["recipe"] == "ferplus" and meta.crop["train_recipe"] == "none"
+    assert meta.grayscale and meta.input_size % 16 == 0
+    assert meta.arch == name.split("-")[0]
+    assert (ROOT / "data" / "weights" / f"{name}.md").is_file(), "model card missing"
+    assert abs(meta.metrics["ferplus_test_acc"] - _documented(name)) < 1e-6
+
+
+def test_default_predictor_scores_a_real_photo():
+    from skimage.data import astronaut
+
+    from fer_lab.inference import Predictor
+
+    faces = Predictor().predict(astronaut())
+    assert len(faces) == 1
+    assert np.isclose(faces[0].probs.sum(), 1.0, atol=1e-5) and faces[0].label in canonical(8).names
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_accuracy_matches_docs(ferplus_root, name):
+    from fer_lab.evaluate import evaluate
+
+    res = evaluate(name, "ferplus", ferplus_root, "test")
+    assert res["n"] == 3545
+    assert abs(res["accuracy"] - _documented(name)) <= 0.005
