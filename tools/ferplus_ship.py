@@ -110,6 +110,25 @@ def ship(row: dict, name: str, command: str) -> None:
     (ROOT / "data" / "weights" / f"{name}.md").write_text(card)
 
 
+def curves(runs: Path) -> str:
+    """Per-epoch validation/test accuracy of every run (finished or not), for epoch-matched comparisons."""
+    import csv
+
+    data = {}
+    for f in sorted(runs.glob("*/metrics.csv")):
+        data[f.parent.name] = list(csv.DictReader(open(f)))
+    if not data:
+        return ""
+    common = min(len(v) for v in data.values())
+    out = [f"| run | epochs done | " + " | ".join(f"ep {e} val / test" for e in range(1, max(len(v) for v in data.values()) + 1)) + " |",
+           "|---|---|" + "---|" * max(len(v) for v in data.values())]
+    for name, rows in data.items():
+        cells = [f"{100 * float(r['val_acc']):.1f} / {100 * float(r['test_acc']):.1f}" for r in rows]
+        out.append(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    out.append(f"\n(common epoch: {common})")
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", default="runs/ferplus_cpu")
@@ -120,6 +139,8 @@ def main(argv=None):
     rows = gather(Path(args.runs), args.root)
     (Path(args.runs) / "table.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
+    print()
+    print(curves(Path(args.runs)))
     if args.ship:
         ef = [r for r in rows if r["arch"] == "efficientface" and r["target"] != "hard"]
         bl = [r for r in rows if r["arch"] == "baseline" and r["target"] == "hard"]

@@ -1,6 +1,6 @@
 """Model zoo: EfficientFace family, LDG ResNets and benchmark peers, created by name."""
 from .registry import create_model, list_models, model_default_cfg, register_model
-from . import efficientface, resnet, mobilenet  # noqa: F401  (register builders)
+from . import efficientface, resnet, mobilenet, tiny  # noqa: F401  (register builders)
 from .efficientface import EfficientFace, LocalFeatureExtractor, ChannelSpatialModulator
 from .resnet import LDGResNet
 
