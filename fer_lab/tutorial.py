@@ -44,8 +44,15 @@ def repo_root() -> Path:
 
 def setup(threads: int | None = None) -> dict:
     """Notebook preamble: torch threads (1 in smoke mode: the CI machine is shared) and a mode line."""
+    import sys
+
     import torch
 
+    if smoke_mode():
+        # plotly's renderer module imports nbformat -> jsonschema, whose optional IRI format
+        # checker (rfc3987_syntax) compiles a lark grammar at import: 4-11 s per kernel on the CI
+        # machine, for a check no notebook uses.  Smoke mode hides that optional module.
+        sys.modules.setdefault("rfc3987_syntax", None)
     threads = threads or (1 if smoke_mode() else None)
     if threads:
         torch.set_num_threads(int(threads))
@@ -128,14 +135,14 @@ def train_small(arch: str = "efficientface", target: str = "hard", *, num_classe
     """A small synthfer training run sized by the mode -> (model, summary).
 
     Full mode: the ``synthfer`` preset (3000 faces at 64 px, 12 epochs).  Smoke mode: 96 faces at
-    48 px, 2 epochs of 3 steps.  Runs live in ``cache_root()/tutorial_runs/<config hash>`` and
+    48 px, 2 epochs of 3 steps, 32 validation/test faces.  Runs live in ``cache_root()/tutorial_runs/<config hash>`` and
     resume, so a second call (another notebook, a re-run) loads the finished model.
     """
     from .checkpoint import load_model
     from .training import load_config, train
 
     sized = by_mode({}, {"dataset_kwargs.n": 96, "dataset_kwargs.size": 48, "input_size": 48,
-                          "split_kwargs.val.n": 48, "split_kwargs.test.n": 48, "epochs": 2,
+                          "split_kwargs.val.n": 32, "split_kwargs.test.n": 32, "epochs": 2,
                           "batch_size": 32, "warmup_epochs": 0})
     ov = {"arch": arch, "target": target, "num_classes": num_classes, **sized,
           **(dict(o.split("=", 1) for o in overrides) if not isinstance(overrides, dict) else overrides)}
