@@ -159,9 +159,10 @@ def train_small(arch: str = "efficientface", target: str = "hard", *, num_classe
     return load_model(out / "model.safetensors"), summary
 
 
-def get_model(name_or_path: str, *, fallback_arch: str | None = None, num_classes: int = 7):
+def get_model(name_or_path: str, *, fallback_arch: str | None = None, num_classes: int | None = None):
     """Load a checkpoint (shipped name or path); if it is not available, say so and train the
-    small synthfer stand-in of ``fallback_arch`` (default: the shipped name's arch prefix)."""
+    small synthfer stand-in of ``fallback_arch`` (default: the shipped name's arch prefix) with
+    ``num_classes`` (default: 8 for ``*-ferplus`` names, like FER+, else 7)."""
     from .checkpoint import CheckpointError, list_shipped, load_model
 
     try:
@@ -170,7 +171,7 @@ def get_model(name_or_path: str, *, fallback_arch: str | None = None, num_classe
         arch = fallback_arch or str(name_or_path).split("-")[0]
         print(f"[fallback] {e}\n[fallback] using a small {arch} trained on synthfer here instead "
               f"(shipped now: {list_shipped() or 'none'})")
-        return train_small(arch, num_classes=num_classes)[0]
+        return train_small(arch, num_classes=num_classes or (8 if "ferplus" in str(name_or_path) else 7))[0]
 
 
 def default_models(dataset: str, checkpoints: dict | None = None) -> dict:
