@@ -24,3 +24,13 @@ def ferplus_root():
     if not (FERPLUS / "FER2013Test" / "label.csv").is_file():
         pytest.skip(f"FER+ not found at {FERPLUS} (fresh clone without ../shared)")
     return FERPLUS
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: two OpenMP threads on two shared, oversubscribed cores ran
+    6-20x slower than one here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,12 +12,7 @@ from fer_lab.robustness import (evaluate_subset, occlude_patch, occlude_shape, p
                                 yaw_warp)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MouthModel(nn.Module):

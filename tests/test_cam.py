@@ -10,13 +10,7 @@ from fer_lab.cam import (CAM_METHODS, CamExplainer, compare_cams, compute_cams, 
 from fer_lab.models import create_model, get_cam_target_layer, model_default_cfg
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two OpenMP threads on two shared, oversubscribed cores run 20x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class RegionModel(nn.Module):
