@@ -116,6 +116,17 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
         raise
 
 
+def file_sha1(path: str | os.PathLike) -> str:
+    """SHA-1 of a file's bytes (checkpoint identity for caches and de-duplication)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def save_model(model: nn.Module, path: str | os.PathLike, meta: ModelMeta) -> Path:
     """Save weights + metadata as one safetensors file (atomic)."""
     from safetensors.torch import save_file

@@ -6,6 +6,8 @@ import time
 import pytest
 import torch
 
+from _helpers import spread_batchnorm
+
 from fer_lab import create_model
 from fer_lab.cli import main
 
@@ -57,17 +59,6 @@ def test_section_profile_accounts_for_the_forward():
     assert all(v > 0 for k, v in ef.items() if k != "other")
 
 
-def _spread_bn(m, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-
-
 def _reference(m, x):  # module-by-module path
     m.local.fused = m.modulator.fused = False
     try:
@@ -80,7 +71,7 @@ def _reference(m, x):  # module-by-module path
 def test_fast_eval_paths_match_reference_and_follow_weight_changes():
     torch.manual_seed(0)
     m = create_model("efficientface").eval()
-    _spread_bn(m)
+    spread_batchnorm(m)
     x = torch.randn(2, 3, 112, 112)
     with torch.inference_mode():
         fast = m(x)

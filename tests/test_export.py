@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+from _helpers import spread_batchnorm
+
 from fer_lab import canonical, create_model
 from fer_lab.checkpoint import ModelMeta, save_model
 from fer_lab.cli import main
@@ -17,14 +19,8 @@ def _trained_looking(name: str, seed: int):
     """Random model whose BN statistics and head make the logits spread (parity must be non-trivial)."""
     torch.manual_seed(seed)
     m = create_model(name, num_classes=8).eval()
-    g = torch.Generator().manual_seed(seed)
+    spread_batchnorm(m, seed)
     with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
         m.fc.weight.mul_(20)
     return m
 

@@ -6,6 +6,8 @@ import torch
 from fer_lab.models import create_model, get_cam_target_layer, list_models
 from fer_lab.complexity import count_params, paper_macs, plain_macs
 
+from _helpers import spread_batchnorm
+
 
 REQUIRED = {"efficientface", "baseline", "baseline_lfe", "baseline_csm", "ldg_resnet50", "ldg_resnet18"}
 
@@ -67,20 +69,10 @@ def test_lfe_rejects_odd_sizes_clearly():
         create_model("efficientface")(torch.randn(1, 3, 100, 100))
 
 
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-            mod.weight.data.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-            mod.bias.data.copy_(torch.randn(mod.num_features, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("size", [112, 224])
 def test_fused_lfe_matches_reference(size):
     m = create_model("efficientface").eval()
-    _randomise_bn(m)
+    spread_batchnorm(m)
     x = torch.randn(3, 3, size, size)
     with torch.no_grad():
         fused = m(x)

@@ -6,14 +6,13 @@ its content hash and the architecture, so two different files never collide.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, list_shipped, weights_dir
+from ..checkpoint import CheckpointError, file_sha1, list_shipped, weights_dir
 from ..inference import Predictor
 
 __all__ = ["ModelHub", "DEFAULT_PAIR"]
@@ -124,8 +123,4 @@ def _load_with_name(path: Path, shown: str, device: str) -> Predictor:
 
 
 def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha1(path)

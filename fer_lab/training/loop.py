@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
-from ..checkpoint import ModelMeta, atomic_write, load_model, save_model
+from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
 from ..labels import LabelMap
 from ..metrics import classification_metrics, soft_cross_entropy
 from ..models import create_model, model_default_cfg
@@ -117,11 +117,7 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
 
 
 def _fingerprint(path: str) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha1(path)[:16]
 
 
 def teacher_check(teacher: nn.Module, data: SplitData, label_map: LabelMap, min_acc: float | None,
