@@ -82,7 +82,7 @@ def predict_arrays(model: nn.Module, images: np.ndarray, mean, std, batch_size: 
     device = torch.device(device)
     outs = []
     for i in range(0, len(images), batch_size):
-        x = eval_batch(torch.as_tensor(np.asarray(images[i:i + batch_size])).to(device), mean, std)
+        x = eval_batch(torch.from_numpy(np.array(images[i:i + batch_size])).to(device), mean, std)  # copy: memmaps are read-only
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
