@@ -21,8 +21,6 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
     e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
     """
-    import torch
-
     from .data import build_cache, build_dataset
     from .training.loop import predict_arrays
 
@@ -54,7 +52,6 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
             raise ValueError(f"none of the {len(wanted)} ids in {subset} match {dataset}/{split} ids (e.g. {ids[:2]})")
         out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(wanted),
                          **classification_metrics(probs[mask], labels[mask])}
-    del torch
     return out
 
 
