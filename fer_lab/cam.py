@@ -41,7 +41,8 @@ from .labels import canonical
 from .preprocess import Preprocess, to_rgb_uint8
 
 __all__ = ["CAM_METHODS", "CamExplainer", "compute_cams", "overlay_cam", "compare_cams", "faithfulness_table",
-           "faithfulness", "faithfulness_curves", "preprocess_for", "model_label_names"]
+           "faithfulness", "faithfulness_curves", "preprocess_for", "model_label_names", "has_linear_head",
+           "linear_head_cams"]
 
 
 def _cam_classes() -> dict:
@@ -55,6 +56,52 @@ def _cam_classes() -> dict:
 #: selectable CAM methods (perturbation methods such as Score-CAM need one forward per channel:
 #: 1024 forwards for EfficientFace, far outside an interactive budget, so they are not offered)
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam", "xgradcam", "hirescam", "eigengradcam")
+
+
+def has_linear_head(model: nn.Module) -> bool:
+    """True when ``logits = Linear(mean over H, W of the CAM target layer's output)``.
+
+    Models declare it (``gap_linear_head = True``: EfficientFace and its variants, the ResNets,
+    the tiny test CNN; not MobileNet-V3, whose head has a hidden layer).  For these heads
+    Grad-CAM has a closed form (:func:`linear_head_cams`)."""
+    return bool(getattr(model, "gap_linear_head", False)) and isinstance(
+        getattr(model, "get_classifier", lambda: None)(), nn.Linear)
+
+
+def _scale_cams(cams: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    # pytorch_grad_cam.utils.image.scale_cam_image, batch version (same arithmetic, float32)
+    out = []
+    for img in cams:
+        img = img - np.min(img)
+        img = img / (1e-7 + np.max(img))
+        if size is not None:
+            img = cv2.resize(np.float32(img), size)
+        out.append(img)
+    return np.float32(out)
+
+
+def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence[int],
+                     size: tuple[int, int]) -> np.ndarray:
+    """Grad-CAM from a forward pass alone, for a global-average-pool + linear head.
+
+    With ``logit_c = sum_k W[c, k] * mean_ij A[k, i, j] + b_c`` the gradient of the logit with
+    respect to ``A[k, i, j]`` is ``W[c, k] / (h * w)`` everywhere, so Grad-CAM's channel weights
+    (the spatially averaged gradients) are ``W[c] / (h * w)`` and Grad-CAM equals CAM (Zhou et
+    al., CVPR 2016) — no backward pass, so ONNX Runtime can serve it.  The ReLU, min-max scaling and
+    resize follow pytorch-grad-cam 1.5 exactly (tests compare with it).
+
+    features: (B, K, h, w) feature maps of the CAM target layer; weight: (C, K) linear weights;
+    targets: class per image; size: (width, height) of the output maps.
+    """
+    features = np.asarray(features, dtype=np.float32)
+    weight = np.asarray(weight, dtype=np.float32)
+    if features.ndim != 4 or weight.ndim != 2 or weight.shape[1] != features.shape[1]:
+        raise ValueError(f"features (B, K, h, w) and weight (C, K) do not match: {features.shape}, {weight.shape}")
+    h, w = features.shape[2:]
+    chan = weight[np.asarray(list(targets), dtype=np.int64)] / np.float32(h * w)  # (B, K)
+    cams = np.einsum("bk,bkij->bij", chan, features).astype(np.float32)
+    cams = _scale_cams(np.maximum(cams, 0), tuple(size))
+    return _scale_cams(np.maximum(cams, 0), None)
 
 
 def preprocess_for(model: nn.Module, input_size: int | None = None) -> Preprocess:

@@ -27,11 +27,11 @@ import torch.nn as nn
 from .checkpoint import ModelMeta, atomic_write, load_model
 
 __all__ = ["ExportReport", "export_onnx", "meta_for_model", "onnx_metadata", "read_onnx_meta", "check_parity",
-           "quantize_int8", "OnnxModel", "EXPORTERS", "PARITY_ATOL"]
+           "quantize_int8", "OnnxModel", "EXPORTERS", "PARITY_ATOL", "cached_onnx", "onnx_cache_dir"]
 
 EXPORTERS = ("dynamo", "torchscript")
 PARITY_ATOL = 1e-4
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+INPUT_NAME, OUTPUT_NAME, FEATURES_NAME = "input", "logits", "features"
 META_KEY = "fer_lab"
 
 
@@ -116,18 +116,33 @@ def _forward_arg_name(model: nn.Module) -> str:
     return params[0].name
 
 
-def _export_graph(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str) -> None:
+class _WithFeatures(nn.Module):
+    """``x -> (logits, CAM-layer feature map)`` for models with a global-average-pool + linear
+    head, so that ONNX Runtime can serve Grad-CAM in closed form (:func:`fer_lab.cam.linear_head_cams`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        f = self.model.forward_features(x)
+        return self.model.forward_head(f), f
+
+
+def _export_graph(model: nn.Module, example: torch.Tensor, tmp: str, exporter: str,
+                  output_names=(OUTPUT_NAME,)) -> None:
+    output_names = list(output_names)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, tracer notes)
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
             torch.onnx.export(model, (example,), tmp, dynamo=True, external_data=False, optimize=True,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                              input_names=[INPUT_NAME], output_names=output_names, verbose=False,
                               dynamic_shapes={_forward_arg_name(model): {0: batch}})
         else:
             torch.onnx.export(model, (example,), tmp, dynamo=False, input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"},
-                                                                          OUTPUT_NAME: {0: "batch"}},
+                              output_names=output_names,
+                              dynamic_axes={n: {0: "batch"} for n in [INPUT_NAME, *output_names]},
                               opset_version=17)
 
 
@@ -144,13 +159,16 @@ def _write_with_metadata(src: str, out: Path, meta: ModelMeta) -> int:
 
 
 def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dynamo", check: bool = False,
-                quantize: str | None = None, input_size: int | None = None, example_batch: int = 2) -> ExportReport:
+                quantize: str | None = None, input_size: int | None = None, example_batch: int = 2,
+                features: bool = False) -> ExportReport:
     """Export a model (module, checkpoint path or shipped name) to one ONNX file.
 
     ``exporter="dynamo"`` (default) falls back to ``"torchscript"`` if it raises, with the reason
     in the report.  ``input_size`` overrides the checkpoint's (the file then records the new
     size: the model must have been trained for it, or be used for timing only).  ``check`` runs :func:`check_parity`; ``quantize="int8"`` also writes
     ``<out stem>.int8.onnx`` (dynamic quantisation) and checks it against the float model.
+    ``features=True`` adds a second output, the CAM target layer's feature map (models whose head
+    is global average pooling + linear only; see :func:`fer_lab.cam.has_linear_head`).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -161,6 +179,13 @@ def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dy
         raise ValueError(f"output file must end in .onnx, got {out}")
     model = _resolve_model(model_or_weights).eval()
     meta = meta_for_model(model)
+    graph, outputs = model, (OUTPUT_NAME,)
+    if features:
+        from .cam import has_linear_head
+
+        if not has_linear_head(model):
+            raise ValueError(f"{meta.arch}: features=True needs a global-average-pool + linear head")
+        graph, outputs = _WithFeatures(model).eval(), (OUTPUT_NAME, FEATURES_NAME)
     if input_size is not None:
         if int(input_size) < 16:
             raise ValueError(f"input size must be >= 16, got {input_size}")
@@ -173,14 +198,14 @@ def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dy
         tmp = os.path.join(d, "graph.onnx")
         used = exporter
         try:
-            _export_graph(model, example, tmp, exporter)
+            _export_graph(graph, example, tmp, exporter, outputs)
         except Exception as e:
             if exporter != "dynamo":
                 raise RuntimeError(f"ONNX export of {meta.arch} failed: {type(e).__name__}: {e}") from e
             fallback = f"dynamo exporter failed ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
             warnings.warn(f"{fallback}; falling back to the TorchScript exporter", stacklevel=2)
             used = "torchscript"
-            _export_graph(model, example, tmp, used)
+            _export_graph(graph, example, tmp, used, outputs)
         opset = _write_with_metadata(tmp, out, meta)
     report = ExportReport(path=str(out), arch=meta.arch, input_size=size, exporter=used, opset=opset,
                           size_bytes=out.stat().st_size, fallback_reason=fallback)
@@ -282,22 +307,95 @@ class OnnxModel:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(str(self.path), opts, providers=providers or ["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.has_features = FEATURES_NAME in self.output_names
 
     def __repr__(self) -> str:
         return f"OnnxModel({str(self.path)!r}, arch={self.meta.arch!r}, input_size={self.input_size})"
 
-    def __call__(self, batch):
-        is_torch = isinstance(batch, torch.Tensor)
-        arr = batch.detach().cpu().numpy() if is_torch else np.asarray(batch)
+    def run(self, batch) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, feature map or None) as NumPy arrays; the feature map only for files exported
+        with ``features=True``."""
+        arr = batch.detach().cpu().numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
         s = self.input_size
         if arr.ndim != 4 or arr.shape[1] != 3 or arr.shape[2:] != (s, s):
             raise ValueError(f"{self.meta.arch} ONNX model expects a float batch of shape (B, 3, {s}, {s}), "
                              f"got {tuple(arr.shape)}")
         if arr.shape[0] == 0:
             raise ValueError("empty batch")
-        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(arr, dtype=np.float32)})[0]
-        return torch.from_numpy(logits) if is_torch else logits
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(arr, dtype=np.float32)})
+        named = dict(zip(self.output_names, outs))
+        return named.get(OUTPUT_NAME, outs[0]), named.get(FEATURES_NAME)
+
+    def __call__(self, batch):
+        logits = self.run(batch)[0]
+        return torch.from_numpy(logits) if isinstance(batch, torch.Tensor) else logits
 
     def predict_proba(self, batch):
         logits = self(batch)
         return torch.softmax(logits, 1) if isinstance(logits, torch.Tensor) else _softmax(logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# cached runtime export (the app and Predictor(backend="onnx"))
+
+ONNX_CACHE_VERSION = "1"
+
+
+def onnx_cache_dir() -> Path:
+    """``$FER_LAB_CACHE/onnx`` (default ``~/.cache/fer_lab/onnx``)."""
+    root = os.environ.get("FER_LAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "fer_lab")
+    return Path(root) / "onnx"
+
+
+def _model_key(model: nn.Module, meta: ModelMeta, features: bool) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    h.update(f"{ONNX_CACHE_VERSION}|{torch.__version__}|{features}|{type(model).__name__}|".encode())
+    h.update(meta.to_json().encode())
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def cached_onnx(model_or_weights, *, features: bool | None = None, cache_dir: str | os.PathLike | None = None,
+                exporter: str = "torchscript") -> Path:
+    """An ONNX file for this model (with its weights), exported once and reused.
+
+    The file name is a hash of the weights, metadata, torch version and outputs, so a changed
+    checkpoint never meets a stale graph.  Export (TorchScript exporter by default: ~1 s for
+    EfficientFace vs ~12 s for dynamo; ``export_onnx`` falls back when one fails) happens in a temp file; the parity check must pass
+    (:data:`PARITY_ATOL`) before the file is moved into the cache.  ``features`` (default: when
+    the head allows it) adds the CAM feature-map output.
+    """
+    from .cam import has_linear_head
+
+    model = _resolve_model(model_or_weights).eval()
+    meta = meta_for_model(model)
+    if features is None:
+        features = has_linear_head(model)
+    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    out = folder / f"{meta.arch}-{_model_key(model, meta, bool(features))}.onnx"
+    if out.is_file():
+        try:
+            read_onnx_meta(out)
+            return out
+        except (ValueError, OSError):
+            out.unlink(missing_ok=True)  # truncated / foreign file: export again
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".cache-") as d:
+        tmp = Path(d) / out.name
+        try:
+            export_onnx(model, tmp, exporter=exporter, features=bool(features))
+        except Exception:
+            if exporter != "torchscript":
+                raise
+            export_onnx(model, tmp, exporter="dynamo", features=bool(features))
+        parity = check_parity(model, tmp)
+        if not parity["ok"]:
+            raise RuntimeError(f"ONNX export of {meta.arch} disagrees with PyTorch "
+                               f"(max prob diff {parity['max_abs_prob_diff']:.2e} > {PARITY_ATOL})")
+        os.replace(tmp, out)
+    return out

@@ -32,6 +32,7 @@ __all__ = ["Predictor", "FacePrediction", "ImageResult", "DEFAULT_WEIGHTS", "WHO
            "predict_files"]
 
 DEFAULT_WEIGHTS = "efficientface-ferplus"
+BACKENDS = ("torch", "onnx", "auto")
 # recipes meaning "the network takes the whole image as it is" (no face detection needed)
 WHOLE_IMAGE_RECIPES = ("none",)
 # the authors' files were trained on pre-aligned face crops; for photos we crop detected faces
@@ -53,6 +54,7 @@ class FacePrediction:
     latency_ms: float                        # preprocessing + forward of this image's batch
     detection_score: float | None = None
     index: int = 0                           # face number within the image (detector order)
+    cam: np.ndarray | None = None            # float32 S x S in [0, 1] when asked for (predict_image(cam=...))
 
     def prob_dict(self, canonical_order: bool = True) -> dict[str, float | None]:
         """Probabilities per label; with ``canonical_order`` every canonical label is a key
@@ -104,10 +106,16 @@ class Predictor:
             ``.preprocess`` (as returned by :func:`fer_lab.load_model`).
         device: torch device.
         recipe: override the checkpoint's crop recipe (rarely right: the model was trained on it).
+        backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime on CPU: the model is exported
+            once to a cached file, :func:`fer_lab.export.cached_onnx`, and must pass the parity
+            check) or ``"auto"`` (ONNX Runtime when it is installed and the export works, else
+            PyTorch; ``.backend`` says which and ``.backend_note`` why not).  With ONNX Runtime,
+            Grad-CAM for models with a pooling + linear head is computed in closed form from the
+            same forward pass (:func:`fer_lab.cam.linear_head_cams`); other CAM methods use PyTorch.
     """
 
     def __init__(self, weights: str | os.PathLike | nn.Module = DEFAULT_WEIGHTS, device: str | torch.device = "cpu",
-                 recipe: str | None = None):
+                 recipe: str | None = None, backend: str = "torch"):
         if isinstance(weights, nn.Module):
             model = weights
             for attr in ("meta", "preprocess"):
@@ -130,6 +138,28 @@ class Predictor:
         self.crop_recipe()  # unknown recipe names fail here, not on the first image
         # CAM hooks live on the shared model and would see a concurrent forward: one use at a time
         self._lock = threading.Lock()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend, self.backend_note, self.onnx = "torch", None, None
+        if backend != "torch":
+            self._use_onnx(required=backend == "onnx")
+
+    def _use_onnx(self, required: bool) -> None:
+        try:
+            if self.device.type != "cpu":
+                raise RuntimeError(f"the ONNX Runtime backend runs on CPU, not {self.device}")
+            from .cam import has_linear_head
+            from .export import OnnxModel, cached_onnx
+
+            self.onnx = OnnxModel(cached_onnx(self.model), threads=torch.get_num_threads())
+            if self.onnx.has_features and has_linear_head(self.model):
+                self._fc_weight = self.model.get_classifier().weight.detach().cpu().numpy().astype(np.float32)
+            self.backend = "onnx"
+        except Exception as e:
+            if required:
+                raise RuntimeError(f"ONNX Runtime backend unavailable for {self.name}: {type(e).__name__}: {e}") from e
+            self.onnx = None
+            self.backend_note = f"ONNX Runtime not used ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
 
     def __repr__(self) -> str:
         return (f"Predictor({self.name!r}, arch={self.meta.arch!r}, input={self.meta.input_size}, "
@@ -187,14 +217,42 @@ class Predictor:
             return (np.zeros((0, self.preprocess.input_size, self.preprocess.input_size, 3), np.uint8),
                     np.zeros((0, len(self.labels)), np.float32), 0.0)
         t0 = time.perf_counter()
-        seen = np.stack([self.preprocess.resize(c) for c in crops])
-        from .preprocess import normalize_uint8
-
-        x = normalize_uint8(torch.from_numpy(seen), self.preprocess.mean, self.preprocess.std).to(self.device)
+        seen, x = self._batch(crops)
         with self._lock:
-            logits = self.model(x)
+            logits = torch.from_numpy(self.onnx.run(x)[0]) if self.onnx is not None else self.model(x)
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy().astype(np.float32)
         return seen, probs, (time.perf_counter() - t0) * 1000.0
+
+    def _batch(self, crops) -> tuple[np.ndarray, torch.Tensor]:
+        from .preprocess import normalize_uint8
+
+        seen = np.stack([self.preprocess.resize(c) for c in crops])
+        x = normalize_uint8(torch.from_numpy(seen), self.preprocess.mean, self.preprocess.std).to(self.device)
+        return seen, x
+
+    def _closed_form_cam(self, method: str) -> bool:
+        return self.onnx is not None and method == "gradcam" and getattr(self, "_fc_weight", None) is not None
+
+    def predict_crops_with_cams(self, crops: Sequence[np.ndarray], method: str = "gradcam"):
+        """Raw face crops -> (model-view crops, probs, CAMs N x S x S for the predicted classes, ms):
+        probabilities and maps from one forward pass (plus the head's backward in PyTorch)."""
+        from .cam import CAM_METHODS, CamExplainer, linear_head_cams
+
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+        t0 = time.perf_counter()
+        seen, x = self._batch(crops)
+        with self._lock:
+            if self._closed_form_cam(method):
+                logits, feats = self.onnx.run(x)
+                probs = torch.softmax(torch.from_numpy(logits).float(), 1).numpy()
+                s = self.preprocess.input_size
+                cams = linear_head_cams(feats, self._fc_weight, probs.argmax(1), (s, s))
+            else:
+                with CamExplainer(self.model, method) as explain:
+                    cams = explain(x)
+                    probs = explain.last_probs
+        return seen, probs.astype(np.float32), cams, (time.perf_counter() - t0) * 1000.0
 
     def predict(self, image, detect: bool = True, faces: Sequence | None = None,
                 max_faces: int | None = None) -> list[FacePrediction]:
@@ -207,22 +265,30 @@ class Predictor:
         return self.predict_image(image, detect=detect, faces=faces, max_faces=max_faces).faces
 
     def predict_image(self, image, detect: bool = True, faces: Sequence | None = None,
-                      max_faces: int | None = None, source: str | None = None) -> ImageResult:
-        """Like :meth:`predict` but returns the :class:`ImageResult` (size, detection time)."""
+                      max_faces: int | None = None, source: str | None = None, cam: str | None = None) -> ImageResult:
+        """Like :meth:`predict` but returns the :class:`ImageResult` (size, detection time).
+
+        ``cam``: a CAM method name; each face then also gets ``.cam`` (the map for its top class,
+        from the same pass that gives the probabilities; ``latency_ms`` covers both)."""
         from .io import load_image
 
         img = image if _is_rgb_uint8(image) else load_image(image)
         t0 = time.perf_counter()
         pairs = self.extract(img, detect=detect, faces=faces, max_faces=max_faces)
         detect_ms = (time.perf_counter() - t0) * 1000.0
-        seen, probs, ms = self.predict_crops([c for _, c in pairs])
+        if cam is not None and pairs:
+            seen, probs, cams, ms = self.predict_crops_with_cams([c for _, c in pairs], cam)
+        else:
+            seen, probs, ms = self.predict_crops([c for _, c in pairs])
+            cams = [None] * len(seen)
         out = []
-        for i, ((face, _), crop, p) in enumerate(zip(pairs, seen, probs)):
+        for i, ((face, _), crop, p, m) in enumerate(zip(pairs, seen, probs, cams)):
             k = int(np.argmax(p))
             box = None if face is None else tuple(int(v) for v in face.box)
             out.append(FacePrediction(box=box, crop=crop, probs=p, labels=self.labels, label=self.labels[k],
                                       score=float(p[k]), latency_ms=ms,
-                                      detection_score=None if face is None else float(face.score), index=i))
+                                      detection_score=None if face is None else float(face.score), index=i,
+                                      cam=m))
         whole = bool(pairs) and pairs[0][0] is None
         return ImageResult(source=source or _describe(image), faces=out, size=(img.shape[1], img.shape[0]),
                            detect_ms=detect_ms, whole_image=whole)
@@ -233,10 +299,15 @@ class Predictor:
 
         ``targets``: class index per crop (default: the predicted class).
         """
-        from .cam import compute_cams
+        from .cam import _resolve_targets, compute_cams, linear_head_cams
 
         x = self.preprocess(list(crops)).to(self.device)
         with self._lock:
+            if self._closed_form_cam(method):
+                logits, feats = self.onnx.run(x)
+                t = _resolve_targets(targets, x.shape[0], logits.shape[1])
+                s = self.preprocess.input_size
+                return linear_head_cams(feats, self._fc_weight, logits.argmax(1) if t is None else t, (s, s))
             return compute_cams(self.model, x, method, targets)
 
 

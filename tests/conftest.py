@@ -12,6 +12,19 @@ FERPLUS = SHARED / "data" / "ferplus"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory):
+    """Runtime ONNX exports (Predictor(backend="onnx"/"auto"), the app) go to a per-run folder,
+    not the user's ~/.cache."""
+    old = os.environ.get("FER_LAB_CACHE")
+    os.environ["FER_LAB_CACHE"] = str(tmp_path_factory.mktemp("fer_lab_cache"))
+    yield
+    if old is None:
+        os.environ.pop("FER_LAB_CACHE", None)
+    else:
+        os.environ["FER_LAB_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def reference_dir():
     if not REFERENCE.is_dir():

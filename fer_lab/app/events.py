@@ -40,6 +40,8 @@ MAX_FACES = 20          # faces listed per image (largest first); more are repor
 MAX_BATCH_FILES = 32    # images per batch request
 MAX_UPLOAD_PIXELS = 25_000_000
 SIDES = ("baseline", "efficientface")  # column names (defaults: baseline-ferplus, efficientface-ferplus)
+DISPLAY_SIZE = 224      # crops and CAM overlays are shown at least this large (models see 48-224 px)
+BACKEND_NAMES = {"onnx": "ONNX Runtime", "torch": "PyTorch"}
 NO_IMAGE = "Upload an image, take a webcam picture, paste from the clipboard or pick an example."
 BOX_COLOR, SELECTED_COLOR = (0, 200, 0), (255, 40, 40)
 
@@ -83,6 +85,15 @@ class _Detection:
         self.image, self.faces, self.total, self.ms = image, faces, total, ms
 
 
+def for_display(img: np.ndarray | None, size: int = DISPLAY_SIZE) -> np.ndarray | None:
+    """Upscale a model-size crop (48 px for the FER+ models) for the page: bicubic, square."""
+    if img is None or img.shape[0] >= size:
+        return img
+    import cv2
+
+    return cv2.resize(img, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
 class AppEngine:
     """State shared by all sessions: the models (loaded once) and a small detection cache."""
 
@@ -110,8 +121,8 @@ class AppEngine:
         face = np.full((64, 64, 3), 128, np.uint8)
         for name in self.hub.names():
             p = self.hub.get(name)
-            seen, _, _ = p.predict_crops([face])
-            p.cams(seen, CAM_METHODS[0])
+            p.predict_crops([face])
+            p.predict_crops_with_cams([face], CAM_METHODS[0])
 
     def _save(self, image: np.ndarray | None, fmt: str = "png") -> str | None:
         """Write an output image to a fresh file; returns its path (what the gr.Image outputs get)."""
@@ -224,25 +235,24 @@ class AppEngine:
                 columns += [f"*No model selected for the {side} column.*", None, None, ""]
                 continue
             res = p.predict_image(det.image, detect=not whole_image,
-                                  faces=None if face_obj is None else [face_obj])
+                                  faces=None if face_obj is None else [face_obj], cam=cam_method)
             fp: FacePrediction = res.faces[0]
-            t0 = time.perf_counter()
-            cam = p.cams([fp.crop], cam_method)[0]
-            cam_ms = (time.perf_counter() - t0) * 1000.0
             crop = fp.crop if crop is None or side == "efficientface" else crop
+            shown = for_display(fp.crop)
             columns += [f"### {fp.label} ({fp.score:.0%})\n`{p.name}`",
                         distribution_bar(fp.probs, fp.labels, name=side),
-                        self._save(overlay_cam(fp.crop, cam)),
-                        f"model {fp.latency_ms:.1f} ms · {cam_method} {cam_ms:.1f} ms · detection {det.ms:.0f} ms"]
+                        self._save(overlay_cam(shown, fp.cam)),
+                        f"model + {cam_method} {fp.latency_ms:.1f} ms ({BACKEND_NAMES[p.backend]}) · "
+                        f"detection {det.ms:.0f} ms"]
             summary["models"][side] = {"weights": name, "label": fp.label, "score": round(fp.score, 6),
                                        "probs": {k: round(float(v), 6) for k, v in zip(fp.labels, fp.probs)},
                                        "input_size": int(p.meta.input_size), "recipe": p.recipe,
-                                       "model_ms": round(fp.latency_ms, 2), "cam_ms": round(cam_ms, 2)}
+                                       "backend": p.backend, "model_cam_ms": round(fp.latency_ms, 2)}
         if face_obj is None:
             status = f"Scored the whole image ({det.image.shape[1]}x{det.image.shape[0]})."
         else:
             status = f"{_found(det)} Showing face {index + 1} of {det.total}."
-        return (self._save(annotated, "jpeg"), self._save(crop), status, *columns, summary)
+        return (self._save(annotated, "jpeg"), self._save(for_display(crop)), status, *columns, summary)
 
     @user_errors
     def batch(self, files, whole_image: bool = False, baseline_model: str | None = None,

@@ -4,11 +4,13 @@
     python -m fer_lab.app.loadtest --requests 24 --clients 4 --url http://127.0.0.1:7860/
     python -m fer_lab.app.loadtest --profile 20         # one request in-process, p50 + breakdown
 
-Without ``--url`` the app is built in this process (shipped weights, or ``$FER_LAB_WEIGHTS``) and
-served on 127.0.0.1 at a free port for the duration of the test.  Every request uploads a
+Without ``--url`` the app (shipped weights, or ``$FER_LAB_WEIGHTS``) is started in a separate
+Python process on 127.0.0.1 at a free port for the duration of the test, so the client threads
+do not share the server's interpreter lock.  Every request uploads a
 *distinct* image (one pixel changed), so the server's per-file detection cache never hides the
 detection cost.  Latency = client-side wall time of one ``/analyze`` call (upload, queue wait,
-detection, both models, both CAMs, encoding of the returned images and figures).
+detection, both models, both CAMs, encoding of the returned images and figures, and — as a page
+does — fetching the returned images; ``--no-download`` leaves that last step out).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LoadReport", "run_load", "profile_request", "default_image", "main"]
+__all__ = ["LoadReport", "run_load", "profile_request", "default_image", "start_server", "main"]
 
 
 @dataclass
@@ -77,11 +79,12 @@ def _variants(img: np.ndarray, n: int, folder: Path) -> list[str]:
 
 def run_load(url: str, image: np.ndarray, requests: int = 100, clients: int = 8, face: int = 0,
              cam_method: str = "gradcam", models: tuple[str | None, str | None] | None = None,
-             timeout_s: float = 600.0) -> LoadReport:
+             timeout_s: float = 600.0, download: bool = True) -> LoadReport:
     """``requests`` /analyze calls spread over ``clients`` concurrent gradio_client Clients."""
     from gradio_client import Client, handle_file
 
     with tempfile.TemporaryDirectory(prefix="fer_lab_load_") as tmp:
+        dl = str(Path(tmp) / "downloads") if download else False
         paths = _variants(image, requests, Path(tmp))
         local = threading.local()
         latencies, errors = [], []
@@ -93,7 +96,7 @@ def run_load(url: str, image: np.ndarray, requests: int = 100, clients: int = 8,
 
         def one(path: str):
             if not hasattr(local, "client"):
-                local.client = Client(url, verbose=False)
+                local.client = Client(url, verbose=False, download_files=dl)
             t0 = time.perf_counter()
             try:
                 out = local.client.predict(handle_file(path), face, False, cam_method, left, right,
@@ -106,6 +109,11 @@ def run_load(url: str, image: np.ndarray, requests: int = 100, clients: int = 8,
                 with lock:
                     errors.append(f"{type(e).__name__}: {e}")
 
+        # one request first, not counted: the server's first call pays for lazy imports and caches
+        warm_dir = Path(tmp) / "warm"
+        warm_dir.mkdir()
+        Client(url, verbose=False, download_files=dl).predict(
+            handle_file(_variants(image, 1, warm_dir)[0]), face, False, cam_method, left, right, api_name="/analyze")
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=clients) as pool:
             list(pool.map(one, paths, timeout=timeout_s))
@@ -119,8 +127,9 @@ def run_load(url: str, image: np.ndarray, requests: int = 100, clients: int = 8,
 def profile_request(engine, image: np.ndarray, repeats: int = 20, cam_method: str = "gradcam") -> dict:
     """Time ``AppEngine.analyze`` in-process on distinct copies of ``image``: p50 total + breakdown.
 
-    Breakdown (p50 of each): image decode, face detection, per model preprocessing+forward and CAM,
-    the rest (drawing boxes, CAM overlays, plotly figures).
+    Breakdown (p50 of each): image decode, face detection, per model preprocessing + the one pass
+    that gives probabilities and CAM, the rest (drawing boxes, CAM overlays, plotly figures,
+    writing the output images).
     """
     from ..io import load_image
 
@@ -140,8 +149,7 @@ def profile_request(engine, image: np.ndarray, repeats: int = 20, cam_method: st
                 continue  # warm-up
             row = {"total_ms": total, "decode_ms": decode, "detect_ms": s["detect_ms"]}
             for side, m in s["models"].items():
-                row[f"{side}_model_ms"] = m["model_ms"]
-                row[f"{side}_cam_ms"] = m["cam_ms"]
+                row[f"{side}_model_cam_ms"] = m["model_cam_ms"]
             row["other_ms"] = total - decode - sum(v for k, v in row.items() if k not in ("total_ms", "decode_ms"))
             rows.append(row)
     keys = list(rows[0])
@@ -153,6 +161,39 @@ def profile_request(engine, image: np.ndarray, repeats: int = 20, cam_method: st
     return res
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(timeout_s: float = 180.0):
+    """Start the app in a child process; returns (Popen, url) once it answers."""
+    import subprocess
+    import urllib.request
+
+    port = _free_port()
+    code = ("from fer_lab.app import build_demo, launch_kwargs; "
+            f"build_demo().launch(server_name='127.0.0.1', server_port={port}, quiet=True, **launch_kwargs())")
+    log = tempfile.TemporaryFile()  # a pipe nobody reads would block a chatty server
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"the app exited during start-up: {log.read().decode(errors='replace')[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"the app did not answer on {url} within {timeout_s:.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_lab.app.loadtest", description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running app (default: build and serve one here)")
@@ -161,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", help="image to send (default: first data/examples image or the astronaut, 640x480)")
     ap.add_argument("--profile", type=int, metavar="N", default=0,
                     help="instead of the load test, time N in-process requests with a breakdown")
+    ap.add_argument("--no-download", action="store_true",
+                    help="do not fetch the returned images (server round trip only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.requests < 1 or args.clients < 1:
@@ -188,20 +231,16 @@ def main(argv: list[str] | None = None) -> int:
               "  ".join(f"{k}={v}" for k, v in res.items()))
         return 0
 
-    demo = None
+    server = None
     url = args.url
     if url is None:
-        from .ui import build_demo, launch_kwargs
-
-        demo = build_demo()
-        kw = launch_kwargs()
-        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True,
-                                quiet=True, **kw)
+        server, url = start_server()
     try:
-        rep = run_load(url, image, args.requests, args.clients)
+        rep = run_load(url, image, args.requests, args.clients, download=not args.no_download)
     finally:
-        if demo is not None:
-            demo.close()
+        if server is not None:
+            server.terminate()
+            server.wait(30)
     print(json.dumps(asdict(rep), indent=2) if args.json else rep.summary())
     for e in rep.errors:
         print("  error:", e, file=sys.stderr)

@@ -306,6 +306,7 @@ class EfficientFace(nn.Module):
     """
 
     cam_target_layer = "conv5"
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, stages_repeats: Sequence[int], stages_out_channels: Sequence[int], num_classes: int = 7,
                  *, local: bool = True, modulator: bool = True, fused_local: bool = True,

@@ -21,6 +21,7 @@ class LDGResNet(ResNet):
     """torchvision ResNet with the fer_lab model contract."""
 
     cam_target_layer = "layer4"
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, block, layers, num_classes: int = 7, **kwargs):
         super().__init__(block, layers, num_classes=num_classes, **kwargs)

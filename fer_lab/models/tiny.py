@@ -18,6 +18,7 @@ class TinyCNN(nn.Module):
     """Three VGG-style stages (16-32-64 channels) + GAP + linear; ~70k parameters."""
 
     cam_target_layer = "stage3"
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, num_classes: int = 7, width: int = 16):
         super().__init__()
