@@ -149,6 +149,14 @@ def test_cli_predict_json_default_weights_and_errors(weights, images, monkeypatc
     assert ok["faces"][0]["label"] == max(ok["faces"][0]["probs"], key=ok["faces"][0]["probs"].get)
     assert "not an image" in bad["error"]
 
+    # the same image through ONNX Runtime: same faces, same probabilities
+    rc = main(["predict", str(images / "astronaut.png"), "--json", "--backend", "onnx"])
+    onnx_doc = json.loads(capsys.readouterr()[0])
+    assert rc == 0 and onnx_doc["backend"] == "onnx" and doc["backend"] == "torch"
+    got, ref = onnx_doc["images"][0]["faces"][0], ok["faces"][0]
+    assert got["box"] == ref["box"] and got["label"] == ref["label"]
+    assert max(abs(got["probs"][k] - ref["probs"][k]) for k in ref["probs"]) < 1e-4
+
     rc = main(["predict", "--weights", "baseline-ferplus", "--no-detect", str(images / "six.png")])
     out, _ = capsys.readouterr()
     assert rc == 0 and "whole image" in out and "baseline-ferplus" in out

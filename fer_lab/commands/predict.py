@@ -21,6 +21,9 @@ def register(subparsers) -> None:
                    help="override the checkpoint's crop recipe (the model was trained on its own)")
     p.add_argument("--max-faces", type=int, default=None, help="keep only the N largest faces per image")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="torch",
+                   help="onnx: serve through ONNX Runtime (exported once, cached in $FER_LAB_CACHE/onnx); "
+                        "auto: ONNX Runtime when installed")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -30,11 +33,13 @@ def run(args) -> int:
 
     if args.max_faces is not None and args.max_faces < 1:
         raise ValueError("--max-faces must be >= 1")
-    predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe)
+    predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe,
+                          backend=args.backend)
     results = predict_files(predictor, args.images, detect=not args.no_detect, max_faces=args.max_faces)
     failed = [r for r in results if not r.ok]
     if args.json:
         print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
+                    "backend": predictor.backend,
                     "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
     else:
         rows = []
