@@ -40,6 +40,8 @@ def gather(runs: Path, root: str) -> list[dict]:
             "best_on_test": (s.get("best_on_test_official_protocol") or {}).get("test_acc"),
             "params": prof.params, "paper_mmacs": prof.paper_mmacs, "paper_mmacs_224": prof224.paper_mmacs,
             "weights": str(summ.parent / "model.safetensors"),
+            "recipe": {k: cfg.get(k) for k in ("lr", "weight_decay", "batch_size", "schedule", "warmup_epochs",
+                                               "loss_reduction", "augment")},
         })
     return rows
 
@@ -67,6 +69,7 @@ CARD = """# {name}
 | FER2013Test accuracy (8 classes) | **{test_acc:.2f}%** (7 classes without contempt: {test_acc_7:.2f}%; balanced {test_bal:.2f}%; ECE {ece:.3f}) |
 | input | {px}x{px} grayscale (replicated to 3 channels), mean 0.5 / std 0.25, whole pre-cropped FER+ face; crop recipe for photos: `ferplus` face crop (see docs/faces.md) |
 | params / MACs | {params:,} / {mmacs:.2f} M at {px} px (paper convention) |
+| optimisation | {optim} |
 | seed | {seed} |
 | training command | `{command}` |
 | machine | 2 CPU cores (shared), torch {torch} |
@@ -106,8 +109,19 @@ def ship(row: dict, name: str, command: str) -> None:
                        best_epoch=row["best_epoch"], epochs=row["epochs"], test_acc=100 * row["test_acc"],
                        test_acc_7=100 * row["test_acc_7"], test_bal=100 * row["test_bal_acc"], ece=row["test_ece"],
                        px=row["input_size"], params=row["params"], mmacs=row["paper_mmacs"], seed=row["seed"],
-                       command=command, torch=torch.__version__)
+                       command=command, torch=torch.__version__, optim=_optim(row.get("recipe") or {}))
     (ROOT / "data" / "weights" / f"{name}.md").write_text(card)
+
+
+def _optim(r: dict) -> str:
+    if not r:
+        return "see the training command"
+    a = r.get("augment") or {}
+    aug = (f"zoom {a.get('scale')}, shift ±{a.get('translate')}, rotation ±{a.get('rotate')}°, "
+           f"flip {a.get('flip')}, random erasing p={a.get('erase_p')}") if a else "none"
+    return (f"SGD lr {r.get('lr')} (momentum 0.9), weight decay {r.get('weight_decay')}, batch {r.get('batch_size')}, "
+            f"{r.get('warmup_epochs')} warm-up epoch(s) then {r.get('schedule')}, loss averaged per image "
+            f"({r.get('loss_reduction')}); augmentation on the batch: {aug}")
 
 
 def curves(runs: Path) -> str:
