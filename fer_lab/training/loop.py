@@ -170,7 +170,7 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     with torch.no_grad():
         for i in range(lo, hi, cfg.eval_batch_size):
             j = min(hi, i + cfg.eval_batch_size)
-            xb = torch.as_tensor(np.asarray(data.images[i:j])).to(device)
+            xb = torch.from_numpy(np.array(data.images[i:j])).to(device)  # copy: memmap slices are read-only
             acc = teacher_distribution(teacher, eval_batch(xb, mean, std), cfg.temperature)
             for v in range(1, cfg.teacher_views):
                 p = sample_params(j - i, cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i))
