@@ -27,8 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
-import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np

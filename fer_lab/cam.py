@@ -35,7 +35,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .labels import canonical
 from .preprocess import Preprocess, to_rgb_uint8

@@ -19,7 +19,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -141,6 +140,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend, self.backend_note, self.onnx = "torch", None, None
+        self._fc_weight = None  # linear head weights for closed-form Grad-CAM from ORT outputs
         if backend != "torch":
             self._use_onnx(required=backend == "onnx")
 
@@ -158,7 +158,7 @@ class Predictor:
         except Exception as e:
             if required:
                 raise RuntimeError(f"ONNX Runtime backend unavailable for {self.name}: {type(e).__name__}: {e}") from e
-            self.onnx = None
+            self.onnx, self._fc_weight = None, None
             self.backend_note = f"ONNX Runtime not used ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
 
     def __repr__(self) -> str:
@@ -231,7 +231,7 @@ class Predictor:
         return seen, x
 
     def _closed_form_cam(self, method: str) -> bool:
-        return self.onnx is not None and method == "gradcam" and getattr(self, "_fc_weight", None) is not None
+        return self.onnx is not None and method == "gradcam" and self._fc_weight is not None
 
     def predict_crops_with_cams(self, crops: Sequence[np.ndarray], method: str = "gradcam"):
         """Raw face crops -> (model-view crops, probs, CAMs N x S x S for the predicted classes, ms):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +132,7 @@ def curves(runs: Path) -> str:
     if not data:
         return ""
     common = min(len(v) for v in data.values())
-    out = [f"| run | epochs done | " + " | ".join(f"ep {e} val / test" for e in range(1, max(len(v) for v in data.values()) + 1)) + " |",
+    out = ["| run | epochs done | " + " | ".join(f"ep {e} val / test" for e in range(1, max(len(v) for v in data.values()) + 1)) + " |",
            "|---|---|" + "---|" * max(len(v) for v in data.values())]
     for name, rows in data.items():
         cells = [f"{100 * float(r['val_acc']):.1f} / {100 * float(r['test_acc']):.1f}" for r in rows]

@@ -21,7 +21,6 @@ writes straight into the memmap; tqdm shows progress.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import multiprocessing as mp

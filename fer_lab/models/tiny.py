@@ -1,7 +1,6 @@
 """A tiny CNN for tests, smoke runs and CPU experiments on synthfer (not a paper model)."""
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from .registry import register_model
