@@ -67,18 +67,6 @@ def has_linear_head(model: nn.Module) -> bool:
         getattr(model, "get_classifier", lambda: None)(), nn.Linear)
 
 
-def _scale_cams(cams: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    # pytorch_grad_cam.utils.image.scale_cam_image, batch version (same arithmetic, float32)
-    out = []
-    for img in cams:
-        img = img - np.min(img)
-        img = img / (1e-7 + np.max(img))
-        if size is not None:
-            img = cv2.resize(np.float32(img), size)
-        out.append(img)
-    return np.float32(out)
-
-
 def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence[int],
                      size: tuple[int, int]) -> np.ndarray:
     """Grad-CAM from a forward pass alone, for a global-average-pool + linear head.
@@ -87,7 +75,7 @@ def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence
     respect to ``A[k, i, j]`` is ``W[c, k] / (h * w)`` everywhere, so Grad-CAM's channel weights
     (the spatially averaged gradients) are ``W[c] / (h * w)`` and Grad-CAM equals CAM (Zhou et
     al., CVPR 2016) — no backward pass, so ONNX Runtime can serve it.  The ReLU, min-max scaling and
-    resize follow pytorch-grad-cam 1.5 exactly (tests compare with it).
+    resize are pytorch-grad-cam's own (``scale_cam_image``; tests compare with GradCAM).
 
     features: (B, K, h, w) feature maps of the CAM target layer; weight: (C, K) linear weights;
     targets: class per image; size: (width, height) of the output maps.
@@ -96,11 +84,14 @@ def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence
     weight = np.asarray(weight, dtype=np.float32)
     if features.ndim != 4 or weight.ndim != 2 or weight.shape[1] != features.shape[1]:
         raise ValueError(f"features (B, K, h, w) and weight (C, K) do not match: {features.shape}, {weight.shape}")
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
     h, w = features.shape[2:]
     chan = weight[np.asarray(list(targets), dtype=np.int64)] / np.float32(h * w)  # (B, K)
     cams = np.einsum("bk,bkij->bij", chan, features).astype(np.float32)
-    cams = _scale_cams(np.maximum(cams, 0), tuple(size))
-    return _scale_cams(np.maximum(cams, 0), None)
+    # as BaseCAM.compute_cam_per_layer + aggregate_multi_layers do for one target layer
+    cams = scale_cam_image(np.maximum(cams, 0), tuple(size))
+    return scale_cam_image(np.maximum(cams, 0))
 
 
 def preprocess_for(model: nn.Module, input_size: int | None = None) -> Preprocess:

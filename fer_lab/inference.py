@@ -236,7 +236,7 @@ class Predictor:
     def predict_crops_with_cams(self, crops: Sequence[np.ndarray], method: str = "gradcam"):
         """Raw face crops -> (model-view crops, probs, CAMs N x S x S for the predicted classes, ms):
         probabilities and maps from one forward pass (plus the head's backward in PyTorch)."""
-        from .cam import CAM_METHODS, CamExplainer, linear_head_cams
+        from .cam import CAM_METHODS, CamExplainer
 
         if method not in CAM_METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
@@ -244,10 +244,8 @@ class Predictor:
         seen, x = self._batch(crops)
         with self._lock:
             if self._closed_form_cam(method):
-                logits, feats = self.onnx.run(x)
+                logits, cams = self._ort_cams(x, None)
                 probs = torch.softmax(torch.from_numpy(logits).float(), 1).numpy()
-                s = self.preprocess.input_size
-                cams = linear_head_cams(feats, self._fc_weight, probs.argmax(1), (s, s))
             else:
                 with CamExplainer(self.model, method) as explain:
                     cams = explain(x)
@@ -299,16 +297,22 @@ class Predictor:
 
         ``targets``: class index per crop (default: the predicted class).
         """
-        from .cam import _resolve_targets, compute_cams, linear_head_cams
+        from .cam import compute_cams
 
         x = self.preprocess(list(crops)).to(self.device)
         with self._lock:
             if self._closed_form_cam(method):
-                logits, feats = self.onnx.run(x)
-                t = _resolve_targets(targets, x.shape[0], logits.shape[1])
-                s = self.preprocess.input_size
-                return linear_head_cams(feats, self._fc_weight, logits.argmax(1) if t is None else t, (s, s))
+                return self._ort_cams(x, targets)[1]
             return compute_cams(self.model, x, method, targets)
+
+    def _ort_cams(self, x: torch.Tensor, targets) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, Grad-CAMs) from one ONNX Runtime pass; targets None = the predicted classes."""
+        from .cam import _resolve_targets, linear_head_cams
+
+        logits, feats = self.onnx.run(x)
+        t = _resolve_targets(targets, x.shape[0], logits.shape[1])
+        s = self.preprocess.input_size
+        return logits, linear_head_cams(feats, self._fc_weight, logits.argmax(1) if t is None else t, (s, s))
 
 
 def _is_rgb_uint8(a) -> bool:
