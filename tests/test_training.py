@@ -97,6 +97,32 @@ def test_every_source_trains_and_exports(tmp_path, tiny_data, teacher_path, targ
         assert np.allclose(q, ref, atol=1e-5)  # the clean-view LDG distribution of every training image
 
 
+def test_distributions_command_compares_ldg_with_crowd(tmp_path, teacher_path, capsys, monkeypatch):
+    """`fer-lab distributions` on a split with annotator distributions reports how close the LDG's are."""
+    from fer_lab.cli import main
+    from fer_lab.distributions import agreement
+
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "q.npy"
+    overrides = ["input_size=32", "dataset_kwargs.size=32", "split_kwargs.val.n=64", "teacher_min_acc=0.0",
+                 "progress=false"]
+    rc = main(["distributions", "synthfer", *overrides, "--teacher", str(teacher_path), "--split", "val",
+               "--out", str(out)])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    q = np.load(out)
+    assert q.shape == (r["n"], 7) and np.allclose(q.sum(1), 1, atol=1e-5)
+    assert r["mean_max_prob"] == pytest.approx(float(q.max(1).mean()), abs=1e-6)
+    crowd = r["crowd"]
+    assert r["n"] == 64 and crowd["n"] == 64 and 0 <= crowd["js"] <= 1 and crowd["kl"] >= 0
+    # the numbers are agreement() of the saved LDG distributions with the split's own annotator distributions
+    from fer_lab.training import load_config, load_split
+
+    data = load_split(load_config("synthfer", overrides), "val")
+    ref = agreement(q, data.dists)
+    assert crowd["kl"] == pytest.approx(ref["kl"], rel=1e-6) and crowd["top1"] == pytest.approx(ref["top1"])
+
+
 def test_teacher_guard_refuses_permuted_labels_and_chance_teachers(tmp_path, tiny_data, teacher_path):
     t = load_model(teacher_path)
     permuted = list(t.meta.labels)

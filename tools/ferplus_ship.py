@@ -37,7 +37,7 @@ def gather(runs: Path, root: str) -> list[dict]:
             "test_macro_f1": ev["macro_f1"], "test_nll": ev["nll"], "test_ece": ev["ece"],
             "best_on_test": (s.get("best_on_test_official_protocol") or {}).get("test_acc"),
             "params": prof.params, "paper_mmacs": prof.paper_mmacs, "paper_mmacs_224": prof224.paper_mmacs,
-            "weights": str(summ.parent / "model.safetensors"),
+            "weights": str(summ.parent / "model.safetensors"), "teacher": cfg.get("teacher"),
             "recipe": {k: cfg.get(k) for k in ("lr", "weight_decay", "batch_size", "schedule", "warmup_epochs",
                                                "loss_reduction", "augment")},
         })
@@ -77,8 +77,8 @@ FER+ labels (Microsoft, MIT). The images are not distributed here; these weights
 research and may carry their biases: FER-2013 faces are mostly frontal, low-resolution, grayscale
 web images; contempt (0.6% of training images) and disgust are rare, and their accuracies are low.
 
-**Known limits.** Trained for {epochs} epochs on CPU at {px} px from scratch (no MS-Celeb pretraining, no LDG
-teacher in this run) — far from the paper's setting; see docs/results.md for how it compares. Expect lower
+**Known limits.** Trained for {epochs} epochs on CPU at {px} px from scratch (no MS-Celeb pretraining{ldg_note})
+— far from the paper's setting; see docs/results.md for how it compares. Expect lower
 accuracy on colour photos, other crops and non-frontal faces; the face crop in `fer-lab predict` and the app
 reproduces the FER-2013 framing (Haar box + 11.5% margin) but cannot undo the domain gap.
 """
@@ -107,7 +107,9 @@ def ship(row: dict, name: str, command: str) -> None:
                        best_epoch=row["best_epoch"], epochs=row["epochs"], test_acc=100 * row["test_acc"],
                        test_acc_7=100 * row["test_acc_7"], test_bal=100 * row["test_bal_acc"], ece=row["test_ece"],
                        px=row["input_size"], params=row["params"], mmacs=row["paper_mmacs"], seed=row["seed"],
-                       command=command, torch=torch.__version__, optim=_optim(row.get("recipe") or {}))
+                       command=command, torch=torch.__version__, optim=_optim(row.get("recipe") or {}),
+                       ldg_note=(", and the LDG is the SLL ShuffleNet-V2 baseline (`baseline-ferplus`), not the paper's "
+                                 "MS-Celeb-pretrained ResNet-50" if row["target"].startswith("ldg") else ", no LDG teacher"))
     (ROOT / "data" / "weights" / f"{name}.md").write_text(card)
 
 
@@ -128,7 +130,8 @@ def curves(runs: Path) -> str:
 
     data = {}
     for f in sorted(runs.glob("*/metrics.csv")):
-        data[f.parent.name] = list(csv.DictReader(open(f)))
+        with open(f, newline="") as fh:
+            data[f.parent.name] = list(csv.DictReader(fh))
     if not data:
         return ""
     common = min(len(v) for v in data.values())
@@ -141,28 +144,42 @@ def curves(runs: Path) -> str:
     return "\n".join(out)
 
 
+def _command(template: str, arch: str, row: dict, teacher_alias: str | None = None) -> str:
+    cmd = template.replace("ARCH", arch).replace("TARGET", row["target"])
+    if row["target"].startswith("ldg") and row.get("teacher") and "teacher=" not in cmd:
+        teacher = teacher_alias or row["teacher"]
+        cmd = cmd.replace(f"target={row['target']}", f"target={row['target']} teacher={teacher}")
+    return cmd
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="runs/ferplus_cpu")
+    ap.add_argument("--runs", nargs="+", default=["runs/ferplus_cpu"],
+                    help="one or more folders of run folders; table.json is written into the first")
     ap.add_argument("--root", default="../shared/data/ferplus")
     ap.add_argument("--ship", action="store_true")
     ap.add_argument("--command", default="")
+    ap.add_argument("--teacher-alias", default=None,
+                    help="path to print in the model card's command for the LDG teacher (e.g. the shipped "
+                         "data/weights/baseline-ferplus.safetensors when it holds the same weights as the run's teacher)")
     args = ap.parse_args(argv)
-    rows = gather(Path(args.runs), args.root)
-    (Path(args.runs) / "table.json").write_text(json.dumps(rows, indent=2))
+    runs = [Path(r) for r in args.runs]
+    rows = [row for r in runs for row in gather(r, args.root)]
+    (runs[0] / "table.json").write_text(json.dumps(rows, indent=2))
     print(markdown(rows))
-    print()
-    print(curves(Path(args.runs)))
+    for r in runs:
+        print()
+        print(curves(r))
     if args.ship:
         ef = [r for r in rows if r["arch"] == "efficientface" and r["target"] != "hard"]
         bl = [r for r in rows if r["arch"] == "baseline" and r["target"] == "hard"]
         if ef:
             best = max(ef, key=lambda r: r["val_acc"])
-            ship(best, "efficientface-ferplus", args.command.replace("ARCH", "efficientface").replace("TARGET", best["target"]))
+            ship(best, "efficientface-ferplus", _command(args.command, "efficientface", best, args.teacher_alias))
             print("shipped efficientface-ferplus from", best["run"])
         if bl:
             best = max(bl, key=lambda r: r["val_acc"])
-            ship(best, "baseline-ferplus", args.command.replace("ARCH", "baseline").replace("TARGET", "hard"))
+            ship(best, "baseline-ferplus", _command(args.command, "baseline", best, args.teacher_alias))
             print("shipped baseline-ferplus from", best["run"])
 
 

@@ -18,10 +18,18 @@ def run(args) -> int:
     q = cache_teacher_distributions(teacher, data, cfg, device)
     if args.out:
         np.save(args.out, q)
-    ent = float(-(q * np.log(np.clip(q, 1e-12, 1))).sum(1).mean())
-    print_json({"teacher": args.teacher, "split": args.split, "n": int(len(q)), "check": check,
-                "mean_entropy": ent, "top1_agreement_with_labels": float((q.argmax(1) == data.labels).mean()),
-                "saved_to": args.out})
+    from ..distributions import agreement, entropy
+
+    out = {"teacher": args.teacher, "split": args.split, "n": int(len(q)), "check": check,
+           "mean_entropy": float(entropy(q).mean()), "mean_max_prob": float(q.max(1).mean()),
+           "top1_agreement_with_labels": float((q.argmax(1) == data.labels).mean()), "saved_to": args.out}
+    if data.dists is not None:
+        # the paper's premise on data that has it: how close are LDG-generated distributions to the
+        # annotators' own (e.g. FER+'s 10 votes)?  KL(crowd || LDG) in nats, JS in bits.
+        a = agreement(q, data.dists)
+        out["crowd"] = {"kl": a["kl"], "js": a["js"], "top1": a["top1"], "n": a["n"],
+                        "mean_entropy_crowd": float(entropy(data.dists[np.isfinite(data.dists).all(1)]).mean())}
+    print_json(out)
     return 0
 
 
