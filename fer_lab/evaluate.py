@@ -11,13 +11,15 @@ __all__ = ["evaluate"]
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
              device: str = "cpu", tta_flip: bool = False, dataset_kwargs: dict | None = None,
-             progress: bool = False, recipe: str | None = None) -> dict:
+             progress: bool = False, recipe: str | None = None, return_probs: bool = False) -> dict:
     """accuracy, balanced accuracy, macro-F1, NLL, ECE (15 bins), confusion matrix.
 
     The dataset is opened with the checkpoint's class count and refused if its label map differs;
     images are cropped and resized exactly as the training cache was (``crop["train_recipe"]``,
     e.g. "none" for pre-cropped FER+); pass ``recipe`` (e.g. "ferplus") to detect and crop faces in
     un-cropped images the way inference does.
+    ``return_probs``: also return ``probs`` (N x C) and ``targets`` (N) arrays, e.g. for
+    :func:`fer_lab.metrics.paired_accuracy_test`.
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
     e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
     """
@@ -44,6 +46,8 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
         keep = labels != meta.labels.index("contempt")
         p7 = probs[keep][:, :7]
         out["accuracy_7class_no_contempt"] = float((p7.argmax(1) == labels[keep]).mean())
+    if return_probs:
+        out["probs"], out["targets"] = probs, labels
     if subset is not None:
         wanted = _read_subset(subset)
         ids = [str(i) for i in cache.ids]

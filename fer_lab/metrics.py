@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["classification_metrics", "expected_calibration_error", "reliability_bins", "confusion_matrix",
-           "macro_f1", "soft_cross_entropy"]
+__all__ = [
+    "classification_metrics",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "macro_f1",
+    "paired_accuracy_test",
+    "reliability_bins",
+    "soft_cross_entropy",
+]
 
 
 def _as_np(x):
@@ -77,7 +84,7 @@ def classification_metrics(probs, labels, n_bins: int = 15, label_names=None) ->
     per_class = np.divide(np.diag(cm), support, out=np.full(c, np.nan), where=support > 0)
     nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()) if len(labels) else float("nan")
     out = {
-        "n": int(len(labels)),
+        "n": len(labels),
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
         "balanced_accuracy": float(np.nanmean(per_class)) if (support > 0).any() else float("nan"),
         "macro_f1": macro_f1(cm),
@@ -89,3 +96,34 @@ def classification_metrics(probs, labels, n_bins: int = 15, label_names=None) ->
     if label_names is not None:
         out["labels"] = list(label_names)
     return out
+
+
+def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Is model A's accuracy different from model B's *on the same images*?
+
+    Exact two-sided McNemar test on the discordant pairs (A right/B wrong vs A wrong/B right) and a
+    paired bootstrap 95% interval of ``acc_a - acc_b`` (images resampled with replacement, both
+    models scored on the same resample).  With one training seed per model this answers only the
+    test-set sampling question, not seed-to-seed variation.
+    """
+    from fractions import Fraction
+    from math import comb
+
+    y, a, b = (np.asarray(_as_np(v)).astype(int).ravel() for v in (labels, preds_a, preds_b))
+    if not (len(y) == len(a) == len(b)) or len(y) == 0:
+        raise ValueError(f"labels/preds lengths differ or are empty: {len(y)}, {len(a)}, {len(b)}")
+    ra, rb = a == y, b == y
+    n10, n01 = int((ra & ~rb).sum()), int((~ra & rb).sum())
+    n = n10 + n01
+    if n == 0:
+        p = 1.0
+    else:
+        tail = sum(comb(n, k) for k in range(min(n10, n01) + 1))
+        p = float(min(Fraction(1), Fraction(2 * tail, 2 ** n)))
+    rng = np.random.default_rng(seed)
+    d = ra.astype(np.float64) - rb.astype(np.float64)
+    boots = np.concatenate([d[rng.integers(0, len(y), size=(min(256, n_boot - i), len(y)))].mean(1)
+                            for i in range(0, n_boot, 256)])  # chunks: bounded memory on large test sets
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"n": len(y), "acc_a": float(ra.mean()), "acc_b": float(rb.mean()), "diff": float(d.mean()),
+            "ci95": [float(lo), float(hi)], "a_only_right": n10, "b_only_right": n01, "mcnemar_p": p}

@@ -26,7 +26,7 @@ def gather(runs: Path, root: str) -> list[dict]:
     for summ in sorted(runs.glob("*/summary.json")):
         s = json.loads(summ.read_text())
         cfg = s["config"]
-        ev = evaluate(summ.parent / "model.safetensors", "ferplus", root, "test")
+        ev = evaluate(summ.parent / "model.safetensors", "ferplus", root, "test", return_probs=True)
         prof = profile_model(cfg["arch"], cfg["num_classes"], cfg["input_size"])
         prof224 = profile_model(cfg["arch"], cfg["num_classes"], 224)
         rows.append({
@@ -38,10 +38,35 @@ def gather(runs: Path, root: str) -> list[dict]:
             "best_on_test": (s.get("best_on_test_official_protocol") or {}).get("test_acc"),
             "params": prof.params, "paper_mmacs": prof.paper_mmacs, "paper_mmacs_224": prof224.paper_mmacs,
             "weights": str(summ.parent / "model.safetensors"), "teacher": cfg.get("teacher"),
+            "_preds": ev["probs"].argmax(1), "_targets": ev["targets"],
             "recipe": {k: cfg.get(k) for k in ("lr", "weight_decay", "batch_size", "schedule", "warmup_epochs",
                                                "loss_reduction", "augment")},
         })
     return rows
+
+
+def paired(rows: list[dict]) -> str:
+    """Paired test-set comparisons (same images): each target vs hard per architecture, and
+    EfficientFace vs baseline per target.  Answers "is this difference more than test-set noise?"
+    (not seed noise)."""
+    from fer_lab.metrics import paired_accuracy_test
+
+    by = {(r["arch"], r["target"], r["seed"]): r for r in rows}
+    pairs = [((a, t, s), (a, "hard", s)) for (a, t, s) in by if t != "hard"]
+    pairs += [(("efficientface", t, s), ("baseline", t, s)) for (a, t, s) in by if a == "efficientface"]
+    out = ["| A | B | test acc A / B | A - B (points) | paired bootstrap 95% CI | only A right / only B right | McNemar exact p |",
+           "|---|---|---|---|---|---|---|"]
+    for ka, kb in pairs:
+        if ka not in by or kb not in by:
+            continue
+        a, b = by[ka], by[kb]
+        if len(a["_targets"]) != len(b["_targets"]) or (a["_targets"] != b["_targets"]).any():
+            continue
+        t = paired_accuracy_test(a["_targets"], a["_preds"], b["_preds"])
+        out.append(f"| {ka[0]} {ka[1]} | {kb[0]} {kb[1]} | {100 * t['acc_a']:.2f} / {100 * t['acc_b']:.2f} | "
+                   f"{100 * t['diff']:+.2f} | {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f} | "
+                   f"{t['a_only_right']} / {t['b_only_right']} | {t['mcnemar_p']:.2f} |")
+    return "\n".join(out)
 
 
 def markdown(rows: list[dict]) -> str:
@@ -165,8 +190,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     runs = [Path(r) for r in args.runs]
     rows = [row for r in runs for row in gather(r, args.root)]
-    (runs[0] / "table.json").write_text(json.dumps(rows, indent=2))
+    (runs[0] / "table.json").write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")}
+                                                    for r in rows], indent=2))
     print(markdown(rows))
+    print()
+    print(paired(rows))
     for r in runs:
         print()
         print(curves(r))

@@ -1,12 +1,24 @@
-"""``fer-lab eval --weights W --dataset NAME --root DIR --split S [--json]``."""
+"""``fer-lab eval --weights W --dataset NAME --root DIR --split S [--compare W2] [--json]``."""
 from . import print_json, print_table
 
 
 def run(args) -> int:
     from ..evaluate import evaluate
 
-    res = evaluate(args.weights, args.dataset, args.root, args.split, subset=args.subset, device=args.device,
-                   tta_flip=args.tta_flip, progress=not args.json, recipe=args.recipe)
+    kw = {"device": args.device, "tta_flip": args.tta_flip, "progress": not args.json, "recipe": args.recipe}
+    res = evaluate(args.weights, args.dataset, args.root, args.split, subset=args.subset,
+                   return_probs=bool(args.compare), **kw)
+    if args.compare:
+        from ..metrics import paired_accuracy_test
+
+        other = evaluate(args.compare, args.dataset, args.root, args.split, return_probs=True, **kw)
+        if len(other["targets"]) != len(res["targets"]) or (other["targets"] != res["targets"]).any():
+            raise ValueError(f"{args.weights} and {args.compare} were scored on different images/labels "
+                             "(different crop recipes or class counts?); cannot pair them")
+        res["compare"] = {"weights": str(args.compare), "accuracy": other["accuracy"],
+                          **paired_accuracy_test(res["targets"], res["probs"].argmax(1), other["probs"].argmax(1))}
+        for r in (res, other):
+            r.pop("probs"), r.pop("targets")
     if args.json:
         print_json(res)
         return 0
@@ -21,6 +33,11 @@ def run(args) -> int:
     if "subset" in res:
         s = res["subset"]
         print(f"\nsubset {s['file']}: {s['matched']}/{s['listed']} matched, accuracy {s['accuracy']:.4f}")
+    if "compare" in res:
+        c = res["compare"]
+        print(f"\nvs {c['weights']}: accuracy {c['acc_a']:.4f} vs {c['acc_b']:.4f}, difference {100 * c['diff']:+.2f} points "
+              f"(paired bootstrap 95% CI {100 * c['ci95'][0]:+.2f} to {100 * c['ci95'][1]:+.2f}); "
+              f"only A right {c['a_only_right']}, only B right {c['b_only_right']}, McNemar exact p = {c['mcnemar_p']:.3g}")
     return 0
 
 
@@ -34,5 +51,7 @@ def register(sub) -> None:
     p.add_argument("--recipe", help="face-crop recipe (default: the one the training cache used)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--compare", metavar="WEIGHTS", help="a second checkpoint scored on the same images: paired "
+                   "accuracy difference with bootstrap 95%% CI and McNemar's exact test")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
