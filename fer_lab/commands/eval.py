@@ -17,8 +17,7 @@ def run(args) -> int:
                              "(different crop recipes or class counts?); cannot pair them")
         res["compare"] = {"weights": str(args.compare), "accuracy": other["accuracy"],
                           **paired_accuracy_test(res["targets"], res["probs"].argmax(1), other["probs"].argmax(1))}
-        for r in (res, other):
-            r.pop("probs"), r.pop("targets")
+        del res["probs"], res["targets"]
     if args.json:
         print_json(res)
         return 0
