@@ -20,7 +20,7 @@ def run(args) -> int:
         np.save(args.out, q)
     from ..distributions import agreement, entropy
 
-    out = {"teacher": args.teacher, "split": args.split, "n": int(len(q)), "check": check,
+    out = {"teacher": args.teacher, "split": args.split, "n": len(q), "check": check,
            "mean_entropy": float(entropy(q).mean()), "mean_max_prob": float(q.max(1).mean()),
            "top1_agreement_with_labels": float((q.argmax(1) == data.labels).mean()), "saved_to": args.out}
     if data.dists is not None:
@@ -28,7 +28,7 @@ def run(args) -> int:
         # annotators' own (e.g. FER+'s 10 votes)?  KL(crowd || LDG) in nats, JS in bits.
         a = agreement(q, data.dists)
         out["crowd"] = {"kl": a["kl"], "js": a["js"], "top1": a["top1"], "n": a["n"],
-                        "mean_entropy_crowd": float(entropy(data.dists[np.isfinite(data.dists).all(1)]).mean())}
+                        "mean_entropy_crowd": float(a["per_image"]["entropy_reference"].mean())}
     print_json(out)
     return 0
 
