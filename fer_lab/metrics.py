@@ -10,6 +10,7 @@ __all__ = [
     "macro_f1",
     "paired_accuracy_test",
     "reliability_bins",
+    "seed_mean_difference",
     "soft_cross_entropy",
 ]
 
@@ -98,18 +99,28 @@ def classification_metrics(probs, labels, n_bins: int = 15, label_names=None) ->
     return out
 
 
-def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int = 0) -> dict:
+def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int = 0, labels_b=None) -> dict:
     """Is model A's accuracy different from model B's *on the same images*?
 
     Exact two-sided McNemar test on the discordant pairs (A right/B wrong vs A wrong/B right) and a
     paired bootstrap 95% interval of ``acc_a - acc_b`` (images resampled with replacement, both
     models scored on the same resample).  With one training seed per model this answers only the
-    test-set sampling question, not seed-to-seed variation.
+    test-set sampling question, not seed-to-seed variation (see :func:`seed_mean_difference`).
+
+    ``labels_b``: the labels B was scored against, when A and B were evaluated separately; they must
+    equal ``labels`` element for element (same images, same order), or the pairing is meaningless
+    and a ``ValueError`` says so.
     """
     from fractions import Fraction
     from math import comb
 
     y, a, b = (np.asarray(_as_np(v)).astype(int).ravel() for v in (labels, preds_a, preds_b))
+    if labels_b is not None:
+        yb = np.asarray(_as_np(labels_b)).astype(int).ravel()
+        if len(yb) != len(y) or (yb != y).any():
+            how = (f"{int((yb != y).sum())} of {len(y)} labels differ" if len(yb) == len(y)
+                   else f"{len(y)} vs {len(yb)} images")
+            raise ValueError(f"A and B were scored on different images/labels ({how}): cannot pair them")
     if not (len(y) == len(a) == len(b)) or len(y) == 0:
         raise ValueError(f"labels/preds lengths differ or are empty: {len(y)}, {len(a)}, {len(b)}")
     ra, rb = a == y, b == y
@@ -127,3 +138,30 @@ def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int
     lo, hi = np.quantile(boots, [0.025, 0.975])
     return {"n": len(y), "acc_a": float(ra.mean()), "acc_b": float(rb.mean()), "diff": float(d.mean()),
             "ci95": [float(lo), float(hi)], "a_only_right": n10, "b_only_right": n01, "mcnemar_p": p}
+
+
+def seed_mean_difference(acc_a, acc_b, confidence: float = 0.95) -> dict:
+    """Do two training recipes differ *across seeds*?  ``acc_a``/``acc_b``: one score per training seed.
+
+    Welch's t interval (unequal variances, Welch-Satterthwaite degrees of freedom) for
+    ``mean(a) - mean(b)`` and its two-sided p-value.  Each score already contains the test-set
+    sampling noise of that run, so this is the question "would another seed change the ranking?"
+    that :func:`paired_accuracy_test` (one checkpoint per side) cannot answer.  Needs >= 2 seeds a side.
+    """
+    from scipy import stats
+
+    a, b = (np.asarray(_as_np(v), dtype=np.float64).ravel() for v in (acc_a, acc_b))
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 seeds per side for a seed-level comparison, got {len(a)} and {len(b)}")
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = float(a.mean() - b.mean())
+    se = float(np.sqrt(va + vb))
+    if se == 0.0:
+        p, half, df = (1.0 if diff == 0 else 0.0), 0.0, float(len(a) + len(b) - 2)
+    else:
+        df = float((va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)))
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
+    return {"n_a": len(a), "n_b": len(b), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+            "std_a": float(a.std(ddof=1)), "std_b": float(b.std(ddof=1)), "diff": diff,
+            "ci": [diff - half, diff + half], "confidence": confidence, "df": df, "welch_p": p}

@@ -1,14 +1,15 @@
-"""Paired model comparison on one test set: exact McNemar p-values, bootstrap CI, `fer-lab eval --compare`."""
+"""Model comparisons: paired on one test set (exact McNemar, bootstrap CI, `fer-lab eval --compare`) and across
+training seeds (Welch), and the FER+ results tool that tabulates them."""
 import json
 
 import numpy as np
 import pytest
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_ind
 
 from fer_lab import canonical, create_model
 from fer_lab.checkpoint import ModelMeta, save_model
-from fer_lab.metrics import paired_accuracy_test
+from fer_lab.metrics import paired_accuracy_test, seed_mean_difference
 
 
 @pytest.mark.parametrize("n10,n01", [(10, 0), (211, 203), (7, 13), (0, 0), (50, 50)])
@@ -70,3 +71,88 @@ def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys)
     assert main(["eval", "--weights", paths[0], "--compare", paths[0], "--dataset", "ferplus", "--root", str(root),
                  "--split", "test"]) == 0
     assert "difference +0.00 points" in capsys.readouterr().out
+
+
+def test_paired_test_refuses_predictions_scored_on_different_labels():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 8, 500)
+    a, b = y.copy(), (y + 1) % 8
+    ok = paired_accuracy_test(y, a, b, labels_b=y.copy())
+    assert ok["diff"] == pytest.approx(1.0)
+    shuffled = y.copy()
+    shuffled[:2] = shuffled[1::-1] if shuffled[0] != shuffled[1] else (shuffled[:2] + 1) % 8
+    with pytest.raises(ValueError, match="different images"):
+        paired_accuracy_test(y, a, b, labels_b=shuffled)
+    with pytest.raises(ValueError, match="different images"):
+        paired_accuracy_test(y, a, b, labels_b=y[:-1])
+
+
+def test_eval_compare_refuses_a_checkpoint_scored_on_other_images(tmp_path, capsys):
+    """A 7-class checkpoint drops the contempt images, so its test set is not the 8-class model's."""
+    from fer_lab.cli import main
+    from fer_lab.data.fixtures import write_ferplus_folders
+
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
+    paths = []
+    for c in (8, 7):
+        meta = ModelMeta(arch="baseline", labels=canonical(c).to_list(), input_size=32, grayscale=True,
+                         crop={"recipe": "none"})
+        paths.append(str(save_model(create_model("baseline", num_classes=c), tmp_path / f"m{c}.safetensors", meta)))
+    rc = main(["eval", "--weights", paths[0], "--compare", paths[1], "--dataset", "ferplus", "--root", str(root),
+               "--split", "test", "--json"])
+    cap = capsys.readouterr()
+    assert rc != 0 and cap.out == ""
+    assert "different images" in cap.err and "48 vs 40 images" in cap.err
+
+
+def test_seed_mean_difference_is_welchs_t_test():
+    a, b = [0.7634, 0.7670, 0.7597], [0.7405, 0.7451, 0.7380, 0.7422]
+    r = seed_mean_difference(a, b)
+    ref = ttest_ind(a, b, equal_var=False)
+    assert r["welch_p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert r["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert r["ci"][0] < r["diff"] < r["ci"][1] and r["ci"][0] > 0  # this gap is clear across seeds
+    assert r["std_a"] == pytest.approx(np.std(a, ddof=1))
+    # identical recipes: p = 1, interval straddles 0
+    same = seed_mean_difference(a, list(reversed(a)))
+    assert same["welch_p"] == pytest.approx(1.0) and same["ci"][0] < 0 < same["ci"][1]
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_mean_difference([0.7], b)
+
+
+def _load_tool(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ferplus_ship_tables_aggregate_seeds_and_pair_matching_seeds():
+    ship = _load_tool("ferplus_ship")
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 8, 300)
+
+    def row(arch, target, seed, acc):
+        preds = np.where(rng.random(300) < acc, y, (y + 1) % 8)
+        return {"arch": arch, "target": target, "seed": seed, "val_acc": acc, "test_acc": float((preds == y).mean()),
+                "test_acc_7": acc, "test_bal_acc": acc, "test_ece": 0.05, "_preds": preds, "_targets": y}
+
+    rows = [row("efficientface", "crowd", s, 0.8) for s in (0, 1, 2)] + [row("efficientface", "hard", s, 0.6) for s in (0, 1)]
+    rows += [row("baseline", "hard", 0, 0.7)]
+    rows += [dict(row("baseline", "crowd", 0, 0.7), _targets=(y + 1) % 8)]   # scored on other labels: never paired
+    table = ship.seeds(rows)
+    lines = table.splitlines()
+    ef_crowd = next(ln for ln in lines if ln.startswith("| efficientface | crowd |"))
+    accs = [r["test_acc"] for r in rows[:3]]
+    assert f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}" in ef_crowd and "| 3 (0, 1, 2) |" in ef_crowd
+    # seed-level comparison only where both sides have >= 2 seeds
+    welch = [ln for ln in lines if ln.startswith("| efficientface crowd | ")]
+    assert len(welch) == 1 and "efficientface hard" in welch[0] and "| 3 / 2 |" in welch[0]
+    paired = ship.paired(rows).splitlines()
+    assert any(ln.startswith("| efficientface crowd s1 | efficientface hard s1 |") for ln in paired)
+    assert not any("efficientface crowd s2 | efficientface hard" in ln for ln in paired)   # no hard seed 2
+    assert not any(ln.startswith("| baseline crowd") for ln in paired)                      # different labels

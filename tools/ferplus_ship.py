@@ -60,13 +60,52 @@ def paired(rows: list[dict]) -> str:
         if ka not in by or kb not in by:
             continue
         a, b = by[ka], by[kb]
-        if len(a["_targets"]) != len(b["_targets"]) or (a["_targets"] != b["_targets"]).any():
-            continue
-        t = paired_accuracy_test(a["_targets"], a["_preds"], b["_preds"])
-        out.append(f"| {ka[0]} {ka[1]} | {kb[0]} {kb[1]} | {100 * t['acc_a']:.2f} / {100 * t['acc_b']:.2f} | "
+        try:
+            t = paired_accuracy_test(a["_targets"], a["_preds"], b["_preds"], labels_b=b["_targets"])
+        except ValueError:
+            continue  # scored on different images (another class count or split): not pairable
+        out.append(f"| {ka[0]} {ka[1]} s{ka[2]} | {kb[0]} {kb[1]} s{kb[2]} | {100 * t['acc_a']:.2f} / {100 * t['acc_b']:.2f} | "
                    f"{100 * t['diff']:+.2f} | {100 * t['ci95'][0]:+.2f} to {100 * t['ci95'][1]:+.2f} | "
                    f"{t['a_only_right']} / {t['b_only_right']} | {t['mcnemar_p']:.2f} |")
     return "\n".join(out)
+
+
+def seeds(rows: list[dict]) -> str:
+    """Per cell (arch, target): mean ± std (ddof 1) over its seeds, and for cells with >= 2 seeds a side
+    the seed-level comparisons (Welch's t on the per-seed test accuracies): each target vs hard per
+    architecture, EfficientFace vs baseline per target, and the shipped pair (EfficientFace crowd vs
+    baseline hard)."""
+    import numpy as np
+
+    from fer_lab.metrics import seed_mean_difference
+
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["arch"], r["target"]), []).append(r)
+    out = ["| model | target | seeds | val acc | **test acc (8)** | test acc (7) | balanced acc | ECE |",
+           "|---|---|---|---|---|---|---|---|"]
+
+    def ms(vals, scale=100.0, fmt="{:.2f}"):
+        v = scale * np.asarray(vals, dtype=float)
+        return (fmt.format(v.mean()) + " ± " + fmt.format(v.std(ddof=1))) if len(v) > 1 else fmt.format(v.mean())
+
+    for (arch, target), rs in sorted(cells.items()):
+        out.append(f"| {arch} | {target} | {len(rs)} ({', '.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))}) | "
+                   f"{ms([r['val_acc'] for r in rs])} | **{ms([r['test_acc'] for r in rs])}** | "
+                   f"{ms([r['test_acc_7'] for r in rs])} | {ms([r['test_bal_acc'] for r in rs])} | "
+                   f"{ms([r['test_ece'] for r in rs], 1.0, '{:.3f}')} |")
+    pairs = [((a, t), (a, "hard")) for (a, t) in cells if t != "hard"]
+    pairs += [(("efficientface", t), ("baseline", t)) for (a, t) in cells if a == "efficientface"]
+    pairs += [(("efficientface", "crowd"), ("baseline", "hard"))]
+    cmp = ["| A | B | seeds A / B | test acc A / B (mean) | A - B (points) | Welch 95% CI | p |", "|---|---|---|---|---|---|---|"]
+    for ka, kb in pairs:
+        if len(cells.get(ka, [])) < 2 or len(cells.get(kb, [])) < 2:
+            continue
+        t = seed_mean_difference([r["test_acc"] for r in cells[ka]], [r["test_acc"] for r in cells[kb]])
+        cmp.append(f"| {ka[0]} {ka[1]} | {kb[0]} {kb[1]} | {t['n_a']} / {t['n_b']} | {100 * t['mean_a']:.2f} / "
+                   f"{100 * t['mean_b']:.2f} | {100 * t['diff']:+.2f} | {100 * t['ci'][0]:+.2f} to {100 * t['ci'][1]:+.2f} | "
+                   f"{t['welch_p']:.2f} |")
+    return "\n".join(out) + ("\n\n" + "\n".join(cmp) if len(cmp) > 2 else "")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -193,6 +232,8 @@ def main(argv=None):
     (runs[0] / "table.json").write_text(json.dumps([{k: v for k, v in r.items() if not k.startswith("_")}
                                                     for r in rows], indent=2))
     print(markdown(rows))
+    print()
+    print(seeds(rows))
     print()
     print(paired(rows))
     for r in runs:

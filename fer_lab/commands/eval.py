@@ -12,11 +12,12 @@ def run(args) -> int:
         from ..metrics import paired_accuracy_test
 
         other = evaluate(args.compare, args.dataset, args.root, args.split, return_probs=True, **kw)
-        if len(other["targets"]) != len(res["targets"]) or (other["targets"] != res["targets"]).any():
-            raise ValueError(f"{args.weights} and {args.compare} were scored on different images/labels "
-                             "(different crop recipes or class counts?); cannot pair them")
-        res["compare"] = {"weights": str(args.compare), "accuracy": other["accuracy"],
-                          **paired_accuracy_test(res["targets"], res["probs"].argmax(1), other["probs"].argmax(1))}
+        try:
+            paired = paired_accuracy_test(res["targets"], res["probs"].argmax(1), other["probs"].argmax(1),
+                                          labels_b=other["targets"])
+        except ValueError as e:
+            raise ValueError(f"{args.weights} vs {args.compare}: {e} (different crop recipes or class counts?)") from None
+        res["compare"] = {"weights": str(args.compare), "accuracy": other["accuracy"], **paired}
         del res["probs"], res["targets"]
     if args.json:
         print_json(res)
