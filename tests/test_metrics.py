@@ -156,3 +156,41 @@ def test_ferplus_ship_tables_aggregate_seeds_and_pair_matching_seeds():
     assert any(ln.startswith("| efficientface crowd s1 | efficientface hard s1 |") for ln in paired)
     assert not any("efficientface crowd s2 | efficientface hard" in ln for ln in paired)   # no hard seed 2
     assert not any(ln.startswith("| baseline crowd") for ln in paired)                      # different labels
+
+
+def test_prior_adjust_divides_out_the_training_prior():
+    from fer_lab.metrics import prior_adjust
+
+    prior = np.array([0.7, 0.2, 0.1])
+    probs = np.array([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    assert np.allclose(prior_adjust(probs, prior, 0.0), probs)
+    flat = prior_adjust(probs, prior, 1.0)
+    assert np.allclose(flat[0], 1 / 3) and np.allclose(flat.sum(1), 1)
+    assert flat[1].argmax() == 2          # 0.2 / 0.1 beats 0.5 / 0.7: the rare class wins
+    with pytest.raises(ValueError, match="positive"):
+        prior_adjust(probs, [0.9, 0.1, 0.0])
+    with pytest.raises(ValueError, match="do not match"):
+        prior_adjust(probs, [0.5, 0.5])
+
+
+def test_prior_adjust_sweep_selects_on_validation_only():
+    from fer_lab.metrics import prior_adjust_sweep
+
+    rng = np.random.default_rng(4)
+    prior = np.array([0.9, 0.1])
+
+    def split(n, rare_signal):   # a model biased to the majority class by the training prior
+        y = (rng.random(n) < 0.5).astype(int)   # balanced evaluation set
+        logit = np.where(y == 1, rare_signal, -rare_signal) + rng.normal(0, 1, n) + np.log(0.1 / 0.9)
+        p1 = 1 / (1 + np.exp(-logit))
+        return np.stack([1 - p1, p1], 1), y
+
+    (pv, yv), (pt, yt) = split(4000, 1.5), split(4000, 1.5)
+    r = prior_adjust_sweep(pv, yv, pt, yt, prior, taus=(0, 0.5, 1.0))
+    assert [row["tau"] for row in r["rows"]] == [0, 0.5, 1.0]
+    assert r["selected_tau"] == 1.0        # the Bayes-optimal correction for a balanced set
+    assert r["selected"]["test_balanced_accuracy"] > r["rows"][0]["test_balanced_accuracy"] + 0.1
+    # swapping in a test set that prefers tau=0 does not change the selection: test is never looked at
+    yt_flip = 1 - yt
+    r2 = prior_adjust_sweep(pv, yv, pt, yt_flip, prior, taus=(0, 0.5, 1.0))
+    assert r2["selected_tau"] == 1.0
