@@ -168,3 +168,25 @@ def test_cli_predict_json_default_weights_and_errors(weights, images, monkeypatc
     rc = main(["predict", "--weights", str(weights / "nope.safetensors"), str(images / "six.png")])
     _, err = capsys.readouterr()
     assert rc == 1 and "not found" in err and "Traceback" not in err
+
+
+def test_tta_flip_averages_each_face_with_its_mirror_image(weights, images, monkeypatch, capsys):
+    plain = Predictor(weights / "efficientface-ferplus.safetensors")
+    tta = Predictor(weights / "efficientface-ferplus.safetensors", tta_flip=True)
+    ref = plain.predict(images / "astronaut.png")[0]
+    got = tta.predict(images / "astronaut.png")[0]
+    assert got.box == ref.box and np.array_equal(got.crop, ref.crop)
+    _, mirrored, _ = plain.predict_crops([ref.crop[:, ::-1].copy()])
+    np.testing.assert_allclose(got.probs, (ref.probs + mirrored[0]) / 2, rtol=1e-5, atol=1e-7)
+    assert np.abs(mirrored[0] - ref.probs).max() > 1e-6   # the mirror view scores differently (else vacuous)
+    # with CAMs: the same averaged probabilities, the map of the unflipped crop
+    with_cam = tta.predict_image(images / "astronaut.png", cam="gradcam").faces[0]
+    np.testing.assert_allclose(with_cam.probs, got.probs, rtol=1e-4, atol=1e-7)
+    assert with_cam.cam.shape == (64, 64)
+    # the CLI flag reaches the predictor and is reported
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(weights))
+    assert main(["predict", str(images / "astronaut.png"), "--json", "--tta-flip"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    face = doc["images"][0]["faces"][0]
+    assert doc["tta_flip"] is True
+    assert max(abs(face["probs"][k] - float(p)) for k, p in zip(tta.labels, got.probs)) < 1e-6

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("torch", "onnx", "auto"), default="torch",
                    help="onnx: serve through ONNX Runtime (exported once, cached in $FER_LAB_CACHE/onnx); "
                         "auto: ONNX Runtime when installed")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="average each face's probabilities with its mirror image's (2x the model cost; same as "
+                        "fer-lab eval --tta-flip)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -34,12 +37,12 @@ def run(args) -> int:
     if args.max_faces is not None and args.max_faces < 1:
         raise ValueError("--max-faces must be >= 1")
     predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe,
-                          backend=args.backend)
+                          backend=args.backend, tta_flip=args.tta_flip)
     results = predict_files(predictor, args.images, detect=not args.no_detect, max_faces=args.max_faces)
     failed = [r for r in results if not r.ok]
     if args.json:
         print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
-                    "backend": predictor.backend,
+                    "backend": predictor.backend, "tta_flip": predictor.tta_flip,
                     "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
     else:
         rows = []
