@@ -223,14 +223,19 @@ class Predictor:
         t0 = time.perf_counter()
         seen, x = self._batch(crops)
         with self._lock:
-            probs = self._probs(x)
-            if self.tta_flip:
-                probs = (probs + self._probs(torch.flip(x, dims=[-1]))) / 2
+            probs = self._with_flip(self._probs(x), x)
         return seen, probs.astype(np.float32), (time.perf_counter() - t0) * 1000.0
 
     def _probs(self, x: torch.Tensor) -> np.ndarray:
         logits = torch.from_numpy(self.onnx.run(x)[0]) if self.onnx is not None else self.model(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    @torch.inference_mode()
+    def _with_flip(self, probs, x: torch.Tensor) -> np.ndarray:
+        """``probs`` of ``x``, averaged with those of its mirror image when ``tta_flip`` is on."""
+        if not self.tta_flip:
+            return np.asarray(probs)
+        return (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
 
     def _batch(self, crops) -> tuple[np.ndarray, torch.Tensor]:
         from .preprocess import normalize_uint8
@@ -259,9 +264,7 @@ class Predictor:
                 with CamExplainer(self.model, method) as explain:
                     cams = explain(x)
                     probs = explain.last_probs
-            if self.tta_flip:
-                with torch.inference_mode():
-                    probs = (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
+            probs = self._with_flip(probs, x)
         return seen, probs.astype(np.float32), cams, (time.perf_counter() - t0) * 1000.0
 
     def predict(self, image, detect: bool = True, faces: Sequence | None = None,
