@@ -45,6 +45,14 @@ def gather(runs: Path, root: str) -> list[dict]:
     return rows
 
 
+def _pairs(keys) -> list[tuple]:
+    """The comparisons both tables make, for keys ``(arch, target, *rest)`` (``rest``: the seed, or
+    nothing): each target vs hard per architecture, then EfficientFace vs baseline per target."""
+    pairs = [((a, t, *rest), (a, "hard", *rest)) for (a, t, *rest) in keys if t != "hard"]
+    return pairs + [(("efficientface", t, *rest), ("baseline", t, *rest)) for (a, t, *rest) in keys
+                    if a == "efficientface"]
+
+
 def paired(rows: list[dict]) -> str:
     """Paired test-set comparisons (same images): each target vs hard per architecture, and
     EfficientFace vs baseline per target.  Answers "is this difference more than test-set noise?"
@@ -52,8 +60,7 @@ def paired(rows: list[dict]) -> str:
     from fer_lab.metrics import paired_accuracy_test
 
     by = {(r["arch"], r["target"], r["seed"]): r for r in rows}
-    pairs = [((a, t, s), (a, "hard", s)) for (a, t, s) in by if t != "hard"]
-    pairs += [(("efficientface", t, s), ("baseline", t, s)) for (a, t, s) in by if a == "efficientface"]
+    pairs = _pairs(by)
     out = ["| A | B | test acc A / B | A - B (points) | paired bootstrap 95% CI | only A right / only B right | McNemar exact p |",
            "|---|---|---|---|---|---|---|"]
     for ka, kb in pairs:
@@ -94,9 +101,7 @@ def seeds(rows: list[dict]) -> str:
                    f"{ms([r['val_acc'] for r in rs])} | **{ms([r['test_acc'] for r in rs])}** | "
                    f"{ms([r['test_acc_7'] for r in rs])} | {ms([r['test_bal_acc'] for r in rs])} | "
                    f"{ms([r['test_ece'] for r in rs], 1.0, '{:.3f}')} |")
-    pairs = [((a, t), (a, "hard")) for (a, t) in cells if t != "hard"]
-    pairs += [(("efficientface", t), ("baseline", t)) for (a, t) in cells if a == "efficientface"]
-    pairs += [(("efficientface", "crowd"), ("baseline", "hard"))]
+    pairs = _pairs(cells) + [(("efficientface", "crowd"), ("baseline", "hard"))]
     cmp = ["| A | B | seeds A / B | test acc A / B (mean) | A - B (points) | Welch 95% CI | p |", "|---|---|---|---|---|---|---|"]
     for ka, kb in pairs:
         if len(cells.get(ka, [])) < 2 or len(cells.get(kb, [])) < 2:
