@@ -113,7 +113,10 @@ class Predictor:
             same forward pass (:func:`fer_lab.cam.linear_head_cams`); other CAM methods use PyTorch.
         tta_flip: average the probabilities of each crop and its mirror image (2x the model cost;
             the same averaging as ``fer-lab eval --tta-flip``: +0.6 points on FER+ test for the
-            shipped EfficientFace, docs/results.md).  CAMs stay those of the unflipped crop.
+            shipped EfficientFace, docs/results.md).  CAMs are computed on the unflipped crop, for
+            the class the averaged probabilities pick.  Every ``predict*`` method also takes
+            ``tta_flip=`` per call (None: this default), so one shared Predictor can serve requests
+            with and without it (the app's switch).
     """
 
     def __init__(self, weights: str | os.PathLike | nn.Module = DEFAULT_WEIGHTS, device: str | torch.device = "cpu",
@@ -215,7 +218,8 @@ class Predictor:
 
     # ------------------------------------------------------------------ model
     @torch.inference_mode()
-    def predict_crops(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, float]:
+    def predict_crops(self, crops: Sequence[np.ndarray],
+                      tta_flip: bool | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Raw face crops -> (model-view crops uint8 N x S x S x 3, probs float32 N x C, ms)."""
         if len(crops) == 0:
             return (np.zeros((0, self.preprocess.input_size, self.preprocess.input_size, 3), np.uint8),
@@ -223,7 +227,7 @@ class Predictor:
         t0 = time.perf_counter()
         seen, x = self._batch(crops)
         with self._lock:
-            probs = self._with_flip(self._probs(x), x)
+            probs = self._with_flip(self._probs(x), x, tta_flip)
         return seen, probs.astype(np.float32), (time.perf_counter() - t0) * 1000.0
 
     def _probs(self, x: torch.Tensor) -> np.ndarray:
@@ -231,9 +235,10 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     @torch.inference_mode()
-    def _with_flip(self, probs, x: torch.Tensor) -> np.ndarray:
-        """``probs`` of ``x``, averaged with those of its mirror image when ``tta_flip`` is on."""
-        if not self.tta_flip:
+    def _with_flip(self, probs, x: torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
+        """``probs`` of ``x``, averaged with those of its mirror image when flip TTA is on
+        (``tta_flip``, or the Predictor's default when None)."""
+        if not (self.tta_flip if tta_flip is None else tta_flip):
             return np.asarray(probs)
         return (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
 
@@ -247,9 +252,14 @@ class Predictor:
     def _closed_form_cam(self, method: str) -> bool:
         return self.onnx is not None and method == "gradcam" and self._fc_weight is not None
 
-    def predict_crops_with_cams(self, crops: Sequence[np.ndarray], method: str = "gradcam"):
+    def predict_crops_with_cams(self, crops: Sequence[np.ndarray], method: str = "gradcam",
+                                tta_flip: bool | None = None):
         """Raw face crops -> (model-view crops, probs, CAMs N x S x S for the predicted classes, ms):
-        probabilities and maps from one forward pass (plus the head's backward in PyTorch)."""
+        probabilities and maps from one forward pass (plus the head's backward in PyTorch).
+
+        With flip TTA the probabilities are averaged with the mirror image's; where that changes a
+        crop's top class, its CAM is recomputed for the new one (the map always explains the label
+        reported)."""
         from .cam import CAM_METHODS, CamExplainer
 
         if method not in CAM_METHODS:
@@ -264,25 +274,32 @@ class Predictor:
                 with CamExplainer(self.model, method) as explain:
                     cams = explain(x)
                     probs = explain.last_probs
-            probs = self._with_flip(probs, x)
+            plain_top = np.asarray(probs).argmax(1)
+            probs = self._with_flip(probs, x, tta_flip)
+            changed = np.flatnonzero(probs.argmax(1) != plain_top)
+            if changed.size:  # TTA moved the top class: explain the class that is reported
+                cams = np.array(cams, copy=True)
+                cams[changed] = self._cams_locked(x[changed], method, probs.argmax(1)[changed].tolist())
         return seen, probs.astype(np.float32), cams, (time.perf_counter() - t0) * 1000.0
 
     def predict(self, image, detect: bool = True, faces: Sequence | None = None,
-                max_faces: int | None = None) -> list[FacePrediction]:
+                max_faces: int | None = None, tta_flip: bool | None = None) -> list[FacePrediction]:
         """Score every face of ``image`` (path, bytes, PIL, array; see :func:`fer_lab.io.load_image`).
 
         ``detect=False`` scores the whole image (cropped by the recipe's whole-image rule).
         Returns an empty list when detection finds no face.  ``max_faces`` keeps the largest
         (default: all).
         """
-        return self.predict_image(image, detect=detect, faces=faces, max_faces=max_faces).faces
+        return self.predict_image(image, detect=detect, faces=faces, max_faces=max_faces, tta_flip=tta_flip).faces
 
     def predict_image(self, image, detect: bool = True, faces: Sequence | None = None,
-                      max_faces: int | None = None, source: str | None = None, cam: str | None = None) -> ImageResult:
+                      max_faces: int | None = None, source: str | None = None, cam: str | None = None,
+                      tta_flip: bool | None = None) -> ImageResult:
         """Like :meth:`predict` but returns the :class:`ImageResult` (size, detection time).
 
         ``cam``: a CAM method name; each face then also gets ``.cam`` (the map for its top class,
-        from the same pass that gives the probabilities; ``latency_ms`` covers both)."""
+        from the same pass that gives the probabilities; ``latency_ms`` covers both).
+        ``tta_flip``: flip TTA for this call (None: the Predictor's default)."""
         from .io import load_image
 
         img = image if _is_rgb_uint8(image) else load_image(image)
@@ -290,9 +307,9 @@ class Predictor:
         pairs = self.extract(img, detect=detect, faces=faces, max_faces=max_faces)
         detect_ms = (time.perf_counter() - t0) * 1000.0
         if cam is not None and pairs:
-            seen, probs, cams, ms = self.predict_crops_with_cams([c for _, c in pairs], cam)
+            seen, probs, cams, ms = self.predict_crops_with_cams([c for _, c in pairs], cam, tta_flip=tta_flip)
         else:
-            seen, probs, ms = self.predict_crops([c for _, c in pairs])
+            seen, probs, ms = self.predict_crops([c for _, c in pairs], tta_flip=tta_flip)
             cams = [None] * len(seen)
         out = []
         for i, ((face, _), crop, p, m) in enumerate(zip(pairs, seen, probs, cams)):
@@ -312,13 +329,17 @@ class Predictor:
 
         ``targets``: class index per crop (default: the predicted class).
         """
-        from .cam import compute_cams
-
         x = self.preprocess(list(crops)).to(self.device)
         with self._lock:
-            if self._closed_form_cam(method):
-                return self._ort_cams(x, targets)[1]
-            return compute_cams(self.model, x, method, targets)
+            return self._cams_locked(x, method, targets)
+
+    def _cams_locked(self, x: torch.Tensor, method: str, targets) -> np.ndarray:
+        """CAMs of a preprocessed batch; the caller holds ``self._lock``."""
+        from .cam import compute_cams
+
+        if self._closed_form_cam(method):
+            return self._ort_cams(x, targets)[1]
+        return compute_cams(self.model, x, method, targets)
 
     def _ort_cams(self, x: torch.Tensor, targets) -> tuple[np.ndarray, np.ndarray]:
         """(logits, Grad-CAMs) from one ONNX Runtime pass; targets None = the predicted classes."""

@@ -218,6 +218,34 @@ def test_batch_table_and_csv(engine, imgs):
         engine.batch([], False, "baseline-ferplus", "efficientface-ferplus")
 
 
+def test_flip_tta_switch_in_analyze_and_batch(engine, imgs):
+    """The app's TTA switch: the same averaged probabilities as ``Predictor(tta_flip=True)`` /
+    ``fer-lab predict --tta-flip``, recorded in the JSON summary, the timing line and the CSV;
+    the shared predictors are left without TTA for the next request."""
+    plain = _analyze(engine, imgs / "astronaut.png")
+    out = engine.analyze(str(imgs / "astronaut.png"), 0, False, "gradcam", "baseline-ferplus",
+                         "efficientface-ferplus", True)
+    summary = out[-1]
+    assert summary["tta_flip"] is True and plain[-1]["tta_flip"] is False
+    for side, timing in zip(SIDES, (out[6], out[10])):
+        ref = Predictor(engine.hub.get(f"{side}-ferplus").model, tta_flip=True).predict(str(imgs / "astronaut.png"))[0]
+        got = np.array(list(summary["models"][side]["probs"].values()))
+        np.testing.assert_allclose(got, ref.probs, atol=1e-5)
+        before = np.array(list(plain[-1]["models"][side]["probs"].values()))
+        assert np.abs(got - before).max() > 1e-6             # the switch changes the numbers
+        assert "flip TTA" in timing and "flip TTA" not in (plain[6], plain[10])[SIDES.index(side)]
+        assert engine.hub.get(f"{side}-ferplus").tta_flip is False
+    np.testing.assert_allclose(np.array(list(_analyze(engine, imgs / "astronaut.png")[-1]["models"]["efficientface"]
+                                             ["probs"].values())),
+                               np.array(list(plain[-1]["models"]["efficientface"]["probs"].values())), atol=1e-6)
+    _, csv_tta = engine.batch([str(imgs / "astronaut.png")], False, "baseline-ferplus", "efficientface-ferplus", True)
+    _, csv_plain = engine.batch([str(imgs / "astronaut.png")], False, "baseline-ferplus", "efficientface-ferplus")
+    tta_row, plain_row = pd.read_csv(csv_tta).iloc[0], pd.read_csv(csv_plain).iloc[0]
+    assert bool(tta_row["tta_flip"]) and not bool(plain_row["tta_flip"])
+    for lab, v in summary["models"]["efficientface"]["probs"].items():
+        assert abs(tta_row[f"efficientface_p_{lab}"] - v) < 1e-3
+
+
 def test_load_checkpoint_own_official_and_broken(engine, imgs, tmp_path):
     own = _standin(tmp_path / "mine.safetensors", "efficientface", size=48)
     status, left, right = engine.load_checkpoint(str(own), None, "efficientface")
@@ -288,7 +316,11 @@ def test_api_endpoints_through_client(server, imgs, tmp_path):
     assert "api_model.safetensors" in status and left["value"].startswith("api_model.safetensors")
     out = c.predict(handle_file(str(imgs / "astronaut.png")), 0, False, "gradcam", left["value"],
                     "efficientface-ferplus", api_name="/analyze")
-    assert out[-1]["models"]["baseline"]["input_size"] == 48
+    assert out[-1]["models"]["baseline"]["input_size"] == 48 and out[-1]["tta_flip"] is False
+    # the TTA switch is the last input: older clients (above, 6 arguments) get it off
+    out = c.predict(handle_file(str(imgs / "astronaut.png")), 0, False, "gradcam", "baseline-ferplus",
+                    "efficientface-ferplus", True, api_name="/analyze")
+    assert out[-1]["tta_flip"] is True and "flip TTA" in out[6]
 
 
 def test_bad_input_matrix_through_client(server, imgs, tmp_path):
@@ -369,6 +401,12 @@ def test_browser_upload_renders_both_cams_and_distributions(server, imgs):
                     bars = page.locator(f"#{side}-plot .js-plotly-plot .bars .point")
                     assert bars.count() == 8
                     assert page.locator(f"#{side}-label").inner_text().strip()
+                    assert "flip TTA" not in page.locator(f"#{side}-time").inner_text()
+                # the flip-TTA switch re-scores the face with both models
+                page.locator("#tta-flip input[type=checkbox]").check()
+                page.wait_for_function("() => ['baseline', 'efficientface'].every(s => "
+                                       "document.querySelector('#' + s + '-time').innerText.includes('flip TTA'))",
+                                       timeout=60_000)
                 page.screenshot(path=str(shot), full_page=True)
             except Exception:
                 page.screenshot(path=str(ARTIFACTS / "app_browser_failure.png"), full_page=True)

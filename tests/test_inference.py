@@ -1,5 +1,6 @@
 """Predictor and `fer-lab predict` on stand-in checkpoints (random weights, FER+-style metadata)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,32 @@ def test_tta_flip_averages_each_face_with_its_mirror_image(weights, images, monk
     face = doc["images"][0]["faces"][0]
     assert doc["tta_flip"] is True
     assert max(abs(face["probs"][k] - float(p)) for k, p in zip(tta.labels, got.probs)) < 1e-6
+
+
+def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_class(weights, images):
+    """The app shares one Predictor between requests with and without TTA: ``tta_flip=`` per call
+    overrides the default, and a CAM always explains the label reported (when averaging with the
+    mirror image changes a face's top class, its map is recomputed for the new class)."""
+    shared = Predictor(weights / "efficientface-ferplus.safetensors")           # default: no TTA
+    tta = Predictor(weights / "efficientface-ferplus.safetensors", tta_flip=True)
+    np.testing.assert_allclose(shared.predict(images / "astronaut.png", tta_flip=True)[0].probs,
+                               tta.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(tta.predict(images / "astronaut.png", tta_flip=False)[0].probs,
+                               shared.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
+    # the shipped model on left/right-asymmetric crops (dark left part of growing width): for a few
+    # of them the mirror image moves the top class (random weights always say the same class)
+    shared = Predictor(Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientface-ferplus.safetensors")
+    crops = []
+    for a in np.linspace(0, 1, 24):
+        crop = np.zeros((64, 64, 3), np.uint8)
+        crop[:, : int(64 * a)] = 255
+        crops.append(crop)
+    _, plain_p, plain_cams, _ = shared.predict_crops_with_cams(crops, "gradcam")
+    seen, tta_p, tta_cams, _ = shared.predict_crops_with_cams(crops, "gradcam", tta_flip=True)
+    moved = np.flatnonzero(tta_p.argmax(1) != plain_p.argmax(1))
+    kept = np.flatnonzero(tta_p.argmax(1) == plain_p.argmax(1))
+    assert moved.size and kept.size           # both cases occur (else this test is vacuous)
+    want = shared.cams(list(seen[moved]), "gradcam", targets=tta_p.argmax(1)[moved].tolist())
+    np.testing.assert_allclose(tta_cams[moved], want, atol=1e-4)
+    assert np.abs(tta_cams[moved] - plain_cams[moved]).max() > 1e-3   # a different map than before
+    np.testing.assert_allclose(tta_cams[kept], plain_cams[kept], atol=1e-5)

@@ -209,9 +209,13 @@ class AppEngine:
 
     @user_errors
     def analyze(self, image, face=0, whole_image: bool = False, cam_method: str = "gradcam",
-                baseline_model: str | None = None, efficientface_model: str | None = None):
+                baseline_model: str | None = None, efficientface_model: str | None = None,
+                tta_flip: bool = False):
         """One face through both models. Returns (annotated image, crop, status, then per model
-        label markdown, distribution figure, CAM overlay, timing markdown, and a JSON summary)."""
+        label markdown, distribution figure, CAM overlay, timing markdown, and a JSON summary).
+
+        ``tta_flip``: average each model's probabilities with those of the mirrored crop (2x model
+        cost; the CAM explains the averaged top class)."""
         if image is None:
             return _empty_analysis(NO_IMAGE)
         if cam_method not in CAM_METHODS:
@@ -228,21 +232,24 @@ class AppEngine:
             face_obj = det.faces[index]
         annotated = det.image if face_obj is None else _highlight(det.image, det.faces, index)
         summary = {"face": index, "box": None if face_obj is None else list(face_obj.box),
-                   "faces_found": det.total, "detect_ms": round(det.ms, 1), "models": {}}
+                   "faces_found": det.total, "detect_ms": round(det.ms, 1), "tta_flip": bool(tta_flip),
+                   "models": {}}
         columns, crop = [], None
         for side, name, p in zip(SIDES, (baseline_model, efficientface_model), predictors):
             if p is None:
                 columns += [f"*No model selected for the {side} column.*", None, None, ""]
                 continue
             res = p.predict_image(det.image, detect=not whole_image,
-                                  faces=None if face_obj is None else [face_obj], cam=cam_method)
+                                  faces=None if face_obj is None else [face_obj], cam=cam_method,
+                                  tta_flip=bool(tta_flip))
             fp: FacePrediction = res.faces[0]
             crop = fp.crop if crop is None or side == "efficientface" else crop
             shown = for_display(fp.crop)
             columns += [f"### {fp.label} ({fp.score:.0%})\n`{p.name}`",
                         distribution_bar(fp.probs, fp.labels, name=side),
                         self._save(overlay_cam(shown, fp.cam)),
-                        f"model + {cam_method} {fp.latency_ms:.1f} ms ({BACKEND_NAMES[p.backend]}) · "
+                        f"model{' x2 (flip TTA)' if tta_flip else ''} + {cam_method} {fp.latency_ms:.1f} ms "
+                        f"({BACKEND_NAMES[p.backend]}) · "
                         f"detection {det.ms:.0f} ms"]
             summary["models"][side] = {"weights": name, "label": fp.label, "score": round(fp.score, 6),
                                        "probs": {k: round(float(v), 6) for k, v in zip(fp.labels, fp.probs)},
@@ -256,8 +263,9 @@ class AppEngine:
 
     @user_errors
     def batch(self, files, whole_image: bool = False, baseline_model: str | None = None,
-              efficientface_model: str | None = None):
-        """Several images -> (table of per-face predictions for both models, CSV file path)."""
+              efficientface_model: str | None = None, tta_flip: bool = False):
+        """Several images -> (table of per-face predictions for both models, CSV file path).
+        ``tta_flip``: flip TTA for every face (the CSV says so in its ``tta_flip`` column)."""
         import pandas as pd
 
         paths = [_as_path(f) for f in (files or [])]
@@ -282,10 +290,11 @@ class AppEngine:
             per_side = {}
             for side, p in zip(SIDES, predictors):
                 if p is not None:
-                    per_side[side] = p.predict_image(img, detect=not whole_image, faces=faces or None).faces
+                    per_side[side] = p.predict_image(img, detect=not whole_image, faces=faces or None,
+                                                     tta_flip=bool(tta_flip)).faces
             n = len(next(iter(per_side.values())))
             for i in range(n):
-                row = {**base, "face": i + 1}
+                row = {**base, "face": i + 1, "tta_flip": bool(tta_flip)}
                 some = next(iter(per_side.values()))[i]
                 row["box"] = "whole image" if some.box is None else " ".join(map(str, some.box))
                 for side, preds in per_side.items():
