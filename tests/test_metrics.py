@@ -73,6 +73,35 @@ def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys)
     assert "difference +0.00 points" in capsys.readouterr().out
 
 
+def test_eval_compare_flip_pairs_one_model_with_and_without_tta(tmp_path, capsys):
+    """`--compare-flip` without `--compare`: A = the plain model, B = the same model with flip TTA
+    (the TTA table of docs/results.md); asking for TTA on both sides of that pair is refused."""
+    from fer_lab.cli import main
+    from fer_lab.data.fixtures import write_ferplus_folders
+    from fer_lab.evaluate import evaluate
+
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
+    torch.manual_seed(3)
+    meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=32, grayscale=True,
+                     crop={"recipe": "none"})
+    path = str(save_model(create_model("baseline", num_classes=8), tmp_path / "m.safetensors", meta))
+    common = ["--dataset", "ferplus", "--root", str(root), "--split", "test"]
+    assert main(["eval", "--weights", path, "--compare-flip", *common, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    c = res["compare"]
+    plain = evaluate(path, "ferplus", root, "test", return_probs=True)
+    tta = evaluate(path, "ferplus", root, "test", return_probs=True, tta_flip=True)
+    assert res["tta_flip"] is False and c["tta_flip"] is True and c["weights"] == path
+    assert res["nll"] == pytest.approx(plain["nll"]) and c["nll"] == pytest.approx(tta["nll"])
+    assert c["nll"] != pytest.approx(res["nll"], abs=1e-9)      # B really is the flip-averaged model
+    ref = paired_accuracy_test(plain["targets"], plain["probs"].argmax(1), tta["probs"].argmax(1))
+    assert c["diff"] == pytest.approx(ref["diff"]) and c["mcnemar_p"] == pytest.approx(ref["mcnemar_p"])
+    assert main(["eval", "--weights", path, "--compare-flip", *common]) == 0
+    assert "(flip TTA)" in capsys.readouterr().out
+    rc = main(["eval", "--weights", path, "--compare-flip", "--tta-flip", *common])
+    assert rc != 0 and "drop --tta-flip" in capsys.readouterr().err
+
+
 def test_paired_test_refuses_predictions_scored_on_different_labels():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 8, 500)

@@ -1,23 +1,30 @@
-"""``fer-lab eval --weights W --dataset NAME --root DIR --split S [--compare W2] [--json]``."""
+"""``fer-lab eval --weights W --dataset NAME --root DIR --split S [--compare W2] [--compare-flip] [--json]``."""
 from . import print_json, print_table
 
 
 def run(args) -> int:
     from ..evaluate import evaluate
 
-    kw = {"device": args.device, "tta_flip": args.tta_flip, "progress": not args.json, "recipe": args.recipe}
+    kw = {"device": args.device, "progress": not args.json, "recipe": args.recipe}
+    compare = args.compare or (args.weights if args.compare_flip else None)
+    if args.compare_flip and not args.compare and args.tta_flip:
+        raise ValueError("--compare-flip without --compare pairs --weights with itself under flip TTA; "
+                         "drop --tta-flip (A is then the plain model, B the same model with flip TTA)")
     res = evaluate(args.weights, args.dataset, args.root, args.split, subset=args.subset,
-                   return_probs=bool(args.compare), **kw)
-    if args.compare:
+                   return_probs=bool(compare), tta_flip=args.tta_flip, **kw)
+    res["tta_flip"] = bool(args.tta_flip)
+    if compare:
         from ..metrics import paired_accuracy_test
 
-        other = evaluate(args.compare, args.dataset, args.root, args.split, return_probs=True, **kw)
+        b_flip = bool(args.compare_flip or args.tta_flip)
+        other = evaluate(compare, args.dataset, args.root, args.split, return_probs=True, tta_flip=b_flip, **kw)
         try:
             paired = paired_accuracy_test(res["targets"], res["probs"].argmax(1), other["probs"].argmax(1),
                                           labels_b=other["targets"])
         except ValueError as e:
-            raise ValueError(f"{args.weights} vs {args.compare}: {e} (different crop recipes or class counts?)") from None
-        res["compare"] = {"weights": str(args.compare), "accuracy": other["accuracy"], **paired}
+            raise ValueError(f"{args.weights} vs {compare}: {e} (different crop recipes or class counts?)") from None
+        res["compare"] = {"weights": str(compare), "tta_flip": b_flip, "accuracy": other["accuracy"],
+                          "nll": other["nll"], **paired}
         del res["probs"], res["targets"]
     if args.json:
         print_json(res)
@@ -35,9 +42,12 @@ def run(args) -> int:
         print(f"\nsubset {s['file']}: {s['matched']}/{s['listed']} matched, accuracy {s['accuracy']:.4f}")
     if "compare" in res:
         c = res["compare"]
-        print(f"\nvs {c['weights']}: accuracy {c['acc_a']:.4f} vs {c['acc_b']:.4f}, difference {100 * c['diff']:+.2f} points "
+        a_name = f"{args.weights}{' (flip TTA)' if res['tta_flip'] else ''}"
+        b_name = f"{c['weights']}{' (flip TTA)' if c['tta_flip'] else ''}"
+        print(f"\nA = {a_name} vs B = {b_name}: accuracy {c['acc_a']:.4f} vs {c['acc_b']:.4f}, difference {100 * c['diff']:+.2f} points "
               f"(paired bootstrap 95% CI {100 * c['ci95'][0]:+.2f} to {100 * c['ci95'][1]:+.2f}); "
-              f"only A right {c['a_only_right']}, only B right {c['b_only_right']}, McNemar exact p = {c['mcnemar_p']:.3g}")
+              f"only A right {c['a_only_right']}, only B right {c['b_only_right']}, McNemar exact p = {c['mcnemar_p']:.3g}; "
+              f"NLL {res['nll']:.3f} vs {c['nll']:.3f}")
     return 0
 
 
@@ -53,5 +63,8 @@ def register(sub) -> None:
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--compare", metavar="WEIGHTS", help="a second checkpoint scored on the same images: paired "
                    "accuracy difference with bootstrap 95%% CI and McNemar's exact test")
+    p.add_argument("--compare-flip", action="store_true",
+                   help="score B (the --compare weights, or --weights itself when --compare is absent) with "
+                        "flip TTA: without --compare this pairs one model with and without TTA")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
