@@ -1,4 +1,5 @@
 """Predictor and `fer-lab predict` on stand-in checkpoints (random weights, FER+-style metadata)."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -205,18 +206,23 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
                                shared.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
     # the shipped model on left/right-asymmetric crops (dark left part of growing width): for a few
     # of them the mirror image moves the top class (random weights always say the same class)
-    shared = Predictor(Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientface-ferplus.safetensors")
+    shipped = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientface-ferplus.safetensors"
     crops = []
     for a in np.linspace(0, 1, 24):
         crop = np.zeros((64, 64, 3), np.uint8)
         crop[:, : int(64 * a)] = 255
         crops.append(crop)
-    _, plain_p, plain_cams, _ = shared.predict_crops_with_cams(crops, "gradcam")
-    seen, tta_p, tta_cams, _ = shared.predict_crops_with_cams(crops, "gradcam", tta_flip=True)
-    moved = np.flatnonzero(tta_p.argmax(1) != plain_p.argmax(1))
-    kept = np.flatnonzero(tta_p.argmax(1) == plain_p.argmax(1))
-    assert moved.size and kept.size           # both cases occur (else this test is vacuous)
-    want = shared.cams(list(seen[moved]), "gradcam", targets=tta_p.argmax(1)[moved].tolist())
-    np.testing.assert_allclose(tta_cams[moved], want, atol=1e-4)
-    assert np.abs(tta_cams[moved] - plain_cams[moved]).max() > 1e-3   # a different map than before
-    np.testing.assert_allclose(tta_cams[kept], plain_cams[kept], atol=1e-5)
+    # PyTorch (pytorch-grad-cam) and ONNX Runtime (closed-form Grad-CAM, the app's serving path)
+    backends = ["torch"] + (["onnx"] if importlib.util.find_spec("onnxruntime") else [])
+    for backend in backends:
+        shared = Predictor(shipped, backend=backend)
+        assert shared.backend == backend
+        _, plain_p, plain_cams, _ = shared.predict_crops_with_cams(crops, "gradcam")
+        seen, tta_p, tta_cams, _ = shared.predict_crops_with_cams(crops, "gradcam", tta_flip=True)
+        moved = np.flatnonzero(tta_p.argmax(1) != plain_p.argmax(1))
+        kept = np.flatnonzero(tta_p.argmax(1) == plain_p.argmax(1))
+        assert moved.size and kept.size, backend           # both cases occur (else this test is vacuous)
+        want = shared.cams(list(seen[moved]), "gradcam", targets=tta_p.argmax(1)[moved].tolist())
+        np.testing.assert_allclose(tta_cams[moved], want, atol=1e-4)
+        assert np.abs(tta_cams[moved] - plain_cams[moved]).max() > 1e-3, backend   # a different map than before
+        np.testing.assert_allclose(tta_cams[kept], plain_cams[kept], atol=1e-5)
