@@ -208,7 +208,7 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
     # of them the mirror image moves the top class (random weights always say the same class)
     shipped = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientface-ferplus.safetensors"
     crops = []
-    for a in np.linspace(0, 1, 24):
+    for a in np.linspace(0, 1, 24)[[14, 15, 16, 21]]:   # 15 and 21 move, 14 and 16 keep their top class
         crop = np.zeros((64, 64, 3), np.uint8)
         crop[:, : int(64 * a)] = 255
         crops.append(crop)
