@@ -151,7 +151,7 @@ web images; contempt (0.6% of training images) and disgust are rare, and their a
 accuracy on colour photos, other crops and non-frontal faces; the face crop in `fer-lab predict` and the app
 reproduces the FER-2013 framing (Haar box + 11.5% margin) but cannot undo the domain gap.
 
-**Options at inference.** `fer-lab predict --tta-flip` averages each face with its mirror image (2x the cost;
+**Options at inference.** `fer-lab predict --tta-flip` (and the app's *flip TTA* switch) averages each face with its mirror image (2x the cost;
 +0.5–0.8 points on FER+ valid and test for both shipped models). Contempt and disgust are rarely predicted;
 post-hoc prior correction (`fer_lab.metrics.prior_adjust`) buys balanced accuracy at a cost in accuracy —
 both measured in docs/results.md.
