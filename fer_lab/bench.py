@@ -275,7 +275,7 @@ def _cuda(cfg: BenchConfig, log) -> dict:
                     lat, _ = time_calls(lambda: model(x1), cfg.latency_iters * cfg.repeats, sync)
                     row["fp32_b1_p50_ms"] = round(statistics.median(lat) * 1e3, 3)
             row[f"{dtype_name}_img_s"] = round(cfg.throughput_batch / statistics.median(wall), 1)
-            del model, xb
+            model = xb = None  # free this dtype's copy before the next (not `del`: the timing lambdas close over them)
             torch.cuda.empty_cache()
         rows.append(row)
     return {"available": True, "device": torch.cuda.get_device_name(0), "batch": cfg.throughput_batch, "rows": rows}

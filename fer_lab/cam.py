@@ -29,7 +29,7 @@ Design decisions (documented in docs/analysis.md):
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -38,6 +38,9 @@ import torch.nn as nn
 
 from .labels import canonical
 from .preprocess import Preprocess, to_rgb_uint8
+
+if TYPE_CHECKING:  # pandas is imported where it is used (it is slow to import)
+    import pandas as pd
 
 __all__ = ["CAM_METHODS", "CamExplainer", "compute_cams", "overlay_cam", "compare_cams", "faithfulness_table",
            "faithfulness", "faithfulness_curves", "preprocess_for", "model_label_names", "has_linear_head",
@@ -469,7 +472,7 @@ def compare_cams(models: Mapping[str, nn.Module], images: Sequence[np.ndarray], 
     return out
 
 
-def faithfulness_table(result: Mapping[str, dict]) -> "pd.DataFrame":
+def faithfulness_table(result: Mapping[str, dict]) -> pd.DataFrame:
     """One row per model of a :func:`compare_cams` result (run with faithfulness): mean deletion
     AUC (lower is better), insertion AUC (higher), the random map's AUCs, ``score`` =
     mean(insertion - deletion) and ``beats_random`` = score - score_random."""
