@@ -276,10 +276,11 @@ class Predictor:
                     probs = explain.last_probs
             plain_top = np.asarray(probs).argmax(1)
             probs = self._with_flip(probs, x, tta_flip)
-            changed = np.flatnonzero(probs.argmax(1) != plain_top)
+            top = probs.argmax(1)
+            changed = np.flatnonzero(top != plain_top)
             if changed.size:  # TTA moved the top class: explain the class that is reported
                 cams = np.array(cams, copy=True)
-                cams[changed] = self._cams_locked(x[changed], method, probs.argmax(1)[changed].tolist())
+                cams[changed] = self._cams_locked(x[changed], method, top[changed].tolist())
         return seen, probs.astype(np.float32), cams, (time.perf_counter() - t0) * 1000.0
 
     def predict(self, image, detect: bool = True, faces: Sequence | None = None,
