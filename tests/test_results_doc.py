@@ -1,6 +1,6 @@
 """docs/results.md is edited by hand from tools/ferplus_ship.py's output: check that its seed tables agree
 with each other, so a stale mean, a wrong std or a Welch row left from an earlier seed count fails here
-(pure text + fer_lab.metrics; needs no data)."""
+(the tables are read with fer_lab.tutorial.read_markdown_tables, the notebooks' reader; needs no data)."""
 from __future__ import annotations
 
 import re
@@ -10,22 +10,17 @@ import numpy as np
 import pytest
 
 from fer_lab.metrics import seed_mean_difference
+from fer_lab.tutorial import read_markdown_tables
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 
-def _table(text: str, header_start: str) -> list[list[str]]:
-    """Rows (cells stripped of ** and spaces) of the first markdown table whose header starts with header_start."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(header_start):
-            rows = []
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                rows.append([c.strip().replace("**", "") for c in row.strip().strip("|").split("|")])
-            return rows
-    raise AssertionError(f"docs/results.md has no table starting {header_start!r}")
+def _table(tables: list, columns: tuple) -> list[list[str]]:
+    """Rows (cells without ** emphasis) of the first table whose header starts with ``columns``."""
+    for df in tables:
+        if tuple(df.columns[:len(columns)]) == columns:
+            return [[c.replace("**", "") for c in row] for row in df.astype(str).values.tolist()]
+    raise AssertionError(f"docs/results.md has no table with columns {columns}")
 
 
 def _num(cell: str) -> float:
@@ -39,10 +34,10 @@ def _mean_std(cell: str) -> tuple[float, float | None]:
 
 @pytest.fixture(scope="module")
 def tables():
-    text = DOC.read_text()
-    per_seed = _table(text, "| model | target | seed | selected epoch |")
-    means = _table(text, "| model | target | seeds | val acc |")
-    welch = _table(text, "| A | B | seeds A / B |")
+    md = read_markdown_tables(DOC)
+    per_seed = _table(md, ("model", "target", "seed", "selected epoch"))
+    means = _table(md, ("model", "target", "seeds", "val acc"))
+    welch = _table(md, ("A", "B", "seeds A / B"))
     cells: dict = {}
     for r in per_seed:
         seed = int(re.match(r"\d+", r[2]).group())
