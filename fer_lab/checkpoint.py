@@ -50,6 +50,9 @@ class ModelMeta:
     dataset: str | None = None
     metrics: dict = field(default_factory=dict)
     train_config: dict = field(default_factory=dict)
+    # post-hoc prior correction chosen on validation: {"tau", "prior", "criterion", ...}; applied to
+    # the probabilities by Predictor / fer-lab predict / eval / the app unless switched off
+    prior_correction: dict = field(default_factory=dict)
     source: str = "fer_lab"
     format_version: int = FORMAT_VERSION
 

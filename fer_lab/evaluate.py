@@ -11,7 +11,8 @@ __all__ = ["evaluate"]
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
              device: str = "cpu", tta_flip: bool = False, dataset_kwargs: dict | None = None,
-             progress: bool = False, recipe: str | None = None, return_probs: bool = False) -> dict:
+             progress: bool = False, recipe: str | None = None, return_probs: bool = False,
+             prior_correction: bool = True) -> dict:
     """accuracy, balanced accuracy, macro-F1, NLL, ECE (15 bins), confusion matrix.
 
     The dataset is opened with the checkpoint's class count and refused if its label map differs;
@@ -20,10 +21,13 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     un-cropped images the way inference does.
     ``return_probs``: also return ``probs`` (N x C) and ``targets`` (N) arrays, e.g. for
     :func:`fer_lab.metrics.paired_accuracy_test`.
+    ``prior_correction``: apply the checkpoint's stored post-hoc prior correction (``tau`` chosen on
+    validation at training time; reported under ``prior_correction``) after any TTA averaging.
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
     e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
     """
     from .data import build_cache, build_dataset
+    from .metrics import apply_prior_correction
     from .training.loop import predict_arrays
 
     model = load_model(weights, device=device)
@@ -37,9 +41,13 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     if tta_flip:
         flipped = np.ascontiguousarray(np.asarray(cache.images)[:, :, ::-1])
         probs = (probs + predict_arrays(model, flipped, meta.mean, meta.std, batch_size, device)) / 2
+    pc = dict(meta.prior_correction or {}) if prior_correction else {}
+    probs = apply_prior_correction(probs, pc)
     labels = np.asarray(cache.labels)
     out = {"weights": str(weights), "arch": meta.arch, "dataset": dataset, "split": split, "recipe": recipe,
-           "labels": meta.labels, **classification_metrics(probs, labels)}
+           "labels": meta.labels, "prior_correction": {"tau": float(pc.get("tau", 0.0)),
+                                                       "stored_tau": float((meta.prior_correction or {}).get("tau", 0.0))},
+           **classification_metrics(probs, labels)}
     if cache.dists is not None:
         out["soft_ce_vs_dist"] = soft_cross_entropy(probs, cache.dists)
     if meta.num_classes == 8 and "contempt" in meta.labels:

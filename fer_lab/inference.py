@@ -117,10 +117,14 @@ class Predictor:
             the class the averaged probabilities pick.  Every ``predict*`` method also takes
             ``tta_flip=`` per call (None: this default), so one shared Predictor can serve requests
             with and without it (the app's switch).
+        prior_correction: apply the checkpoint's post-hoc prior correction (``meta.prior_correction``,
+            a tau chosen on validation when the model was trained) after the TTA averaging; ``False``
+            reports the model's raw probabilities.  ``.prior_tau`` is the tau in effect (0 = none).
     """
 
     def __init__(self, weights: str | os.PathLike | nn.Module = DEFAULT_WEIGHTS, device: str | torch.device = "cpu",
-                 recipe: str | None = None, backend: str = "torch", tta_flip: bool = False):
+                 recipe: str | None = None, backend: str = "torch", tta_flip: bool = False,
+                 prior_correction: bool = True):
         if isinstance(weights, nn.Module):
             model = weights
             for attr in ("meta", "preprocess"):
@@ -140,6 +144,8 @@ class Predictor:
         self.labels: tuple[str, ...] = tuple(model.meta.labels)
         self.recipe_override = recipe
         self.tta_flip = bool(tta_flip)
+        self.prior_correction = dict(getattr(model.meta, "prior_correction", None) or {}) if prior_correction else {}
+        self.prior_tau = float(self.prior_correction.get("tau", 0.0))
         self.recipe = recipe or (model.meta.crop or {}).get("recipe", "none")
         self.crop_recipe()  # unknown recipe names fail here, not on the first image
         # CAM hooks live on the shared model and would see a concurrent forward: one use at a time
@@ -227,7 +233,7 @@ class Predictor:
         t0 = time.perf_counter()
         seen, x = self._batch(crops)
         with self._lock:
-            probs = self._with_flip(self._probs(x), x, tta_flip)
+            probs = self._postprocess(self._probs(x), x, tta_flip)
         return seen, probs.astype(np.float32), (time.perf_counter() - t0) * 1000.0
 
     def _probs(self, x: torch.Tensor) -> np.ndarray:
@@ -235,12 +241,14 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     @torch.inference_mode()
-    def _with_flip(self, probs, x: torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
+    def _postprocess(self, probs, x: torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
         """``probs`` of ``x``, averaged with those of its mirror image when flip TTA is on
-        (``tta_flip``, or the Predictor's default when None)."""
-        if not (self.tta_flip if tta_flip is None else tta_flip):
-            return np.asarray(probs)
-        return (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
+        (``tta_flip``, or the Predictor's default when None), then prior-corrected."""
+        from .metrics import apply_prior_correction
+
+        if self.tta_flip if tta_flip is None else tta_flip:
+            probs = (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
+        return apply_prior_correction(probs, self.prior_correction)
 
     def _batch(self, crops) -> tuple[np.ndarray, torch.Tensor]:
         from .preprocess import normalize_uint8
@@ -275,10 +283,10 @@ class Predictor:
                     cams = explain(x)
                     probs = explain.last_probs
             plain_top = np.asarray(probs).argmax(1)
-            probs = self._with_flip(probs, x, tta_flip)
+            probs = self._postprocess(probs, x, tta_flip)
             top = probs.argmax(1)
             changed = np.flatnonzero(top != plain_top)
-            if changed.size:  # TTA moved the top class: explain the class that is reported
+            if changed.size:  # TTA / prior correction moved the top class: explain the class reported
                 cams = np.array(cams, copy=True)
                 cams[changed] = self._cams_locked(x[changed], method, top[changed].tolist())
         return seen, probs.astype(np.float32), cams, (time.perf_counter() - t0) * 1000.0

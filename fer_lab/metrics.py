@@ -11,6 +11,8 @@ __all__ = [
     "paired_accuracy_test",
     "prior_adjust",
     "prior_adjust_sweep",
+    "select_prior_tau",
+    "apply_prior_correction",
     "reliability_bins",
     "seed_mean_difference",
     "soft_cross_entropy",
@@ -204,3 +206,36 @@ def prior_adjust_sweep(probs_val, labels_val, probs_test, labels_test, prior, ta
         rows.append(row)
     best = max(rows, key=lambda r: (r[f"val_{select}"], -r["tau"]))
     return {"rows": rows, "select": select, "selected_tau": best["tau"], "selected": best}
+
+
+def apply_prior_correction(probs, prior_correction: dict | None) -> np.ndarray:
+    """A checkpoint's stored post-hoc correction (``ModelMeta.prior_correction``) applied to its
+    probabilities; unchanged when there is none (or tau is 0)."""
+    pc = prior_correction or {}
+    if not pc.get("tau"):
+        return np.asarray(_as_np(probs))
+    return prior_adjust(probs, pc["prior"], float(pc["tau"])).astype(np.float32)
+
+
+PRIOR_TAUS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus=PRIOR_TAUS) -> tuple[float, list]:
+    """Choose the inference-time prior correction ``tau`` of :func:`prior_adjust` on validation.
+
+    ``criterion="balanced"``: the highest balanced accuracy; ``"mean"``: the highest mean of
+    accuracy and balanced accuracy (a user wants rare expressions read without the common ones
+    collapsing).  Ties go to the smallest ``|tau|``.  Negative ``tau`` puts part of the prior back
+    (useful after train-time logit adjustment or balanced sampling).  Returns (tau, sweep rows).
+    """
+    if criterion not in ("balanced", "mean"):
+        raise ValueError(f"criterion must be 'balanced' or 'mean', got {criterion!r}")
+    rows = []
+    for t in taus:
+        m = classification_metrics(prior_adjust(probs_val, prior, t), labels_val)
+        score = m["balanced_accuracy"] if criterion == "balanced" else (m["accuracy"] + m["balanced_accuracy"]) / 2
+        rows.append({"tau": float(t), "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
+                     "score": float(score)})
+    best = max(rows, key=lambda r: (round(r["score"], 9), -abs(r["tau"])))
+    return best["tau"], rows
+

@@ -5,7 +5,8 @@ from . import print_json, print_table
 def run(args) -> int:
     from ..evaluate import evaluate
 
-    kw = {"device": args.device, "progress": not args.json, "recipe": args.recipe}
+    kw = {"device": args.device, "progress": not args.json, "recipe": args.recipe,
+          "prior_correction": not args.no_prior_correction}
     compare = args.compare or (args.weights if args.compare_flip else None)
     if args.compare_flip and not args.compare and args.tta_flip:
         raise ValueError("--compare-flip without --compare pairs --weights with itself under flip TTA; "
@@ -34,6 +35,10 @@ def run(args) -> int:
     if "accuracy_7class_no_contempt" in res:
         rows.append({"metric": "accuracy_7class_no_contempt", "value": f"{res['accuracy_7class_no_contempt']:.4f}"})
     print_table(rows)
+    per_class = ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
+                          for n, v in zip(res["labels"], res["per_class_accuracy"]))
+    print(f"\nper-class recall (%): {per_class}")
+    print(f"prior correction: tau {res['prior_correction']['tau']:g} (stored {res['prior_correction']['stored_tau']:g})")
     print("\nconfusion (rows true, cols predicted):", *res["labels"])
     for name, row in zip(res["labels"], res["confusion"]):
         print(f"  {name:>10} {row}")
@@ -61,6 +66,8 @@ def register(sub) -> None:
     p.add_argument("--recipe", help="face-crop recipe (default: the one the training cache used)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
+    p.add_argument("--no-prior-correction", action="store_true",
+                   help="score the raw probabilities, without the checkpoint's stored post-hoc prior correction")
     p.add_argument("--compare", metavar="WEIGHTS", help="a second checkpoint scored on the same images: paired "
                    "accuracy difference with bootstrap 95%% CI and McNemar's exact test")
     p.add_argument("--compare-flip", action="store_true",

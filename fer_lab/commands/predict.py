@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--tta-flip", action="store_true",
                    help="average each face's probabilities with its mirror image's (2x the model cost; same as "
                         "fer-lab eval --tta-flip)")
+    p.add_argument("--no-prior-correction", action="store_true",
+                   help="report the model's raw probabilities, without the checkpoint's stored post-hoc prior "
+                        "correction (a tau chosen on validation that evens out the training set's class prior)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -37,12 +40,15 @@ def run(args) -> int:
     if args.max_faces is not None and args.max_faces < 1:
         raise ValueError("--max-faces must be >= 1")
     predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe,
-                          backend=args.backend, tta_flip=args.tta_flip)
+                          backend=args.backend, tta_flip=args.tta_flip,
+                          prior_correction=not args.no_prior_correction)
     results = predict_files(predictor, args.images, detect=not args.no_detect, max_faces=args.max_faces)
     failed = [r for r in results if not r.ok]
     if args.json:
         print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
                     "backend": predictor.backend, "tta_flip": predictor.tta_flip,
+                    "prior_correction": {"tau": predictor.prior_tau,
+                                         "stored_tau": float((predictor.meta.prior_correction or {}).get("tau", 0.0))},
                     "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
     else:
         rows = []
@@ -55,7 +61,8 @@ def run(args) -> int:
                 box = "whole image" if f.box is None else ",".join(map(str, f.box))
                 rows.append({"image": r.source, "face": f.index, "box": box, "label": f.label,
                              "score": f"{f.score:.3f}"})
-        print(f"weights: {predictor.name} ({predictor.meta.arch}, recipe {predictor.recipe})")
+        print(f"weights: {predictor.name} ({predictor.meta.arch}, recipe {predictor.recipe}, "
+              f"prior correction tau {predictor.prior_tau:g})")
         if rows:
             print_table(rows, ["image", "face", "box", "label", "score"])
         for r in failed:

@@ -38,6 +38,14 @@ class TrainConfig:
     recipe: str = "none"               # face-crop recipe for the cache (fer_lab.faces); "none" for pre-cropped datasets
     photo_recipe: str | None = None    # recipe that reproduces this framing from a photo (inference); default: recipe
     balanced_sampling: bool = False
+    # class imbalance (docs/training.md, "Class imbalance"); all combine with distribution targets
+    class_weighting: str = "none"      # none | inverse | effective (Cui et al. 2019, class_weight_beta)
+    class_weight_beta: float = 0.999
+    logit_adjust: float = 0.0          # train-time logit adjustment tau (Menon et al. 2021): loss on logits + tau*log prior
+    posthoc_prior: str = "none"        # none | balanced | mean: choose an inference-time prior correction tau on
+                                       # validation (max balanced accuracy, or max mean of accuracy and balanced
+                                       # accuracy); stored in the checkpoint, applied by Predictor/predict/eval/app
+    select_on: str = "accuracy"        # accuracy | balanced_accuracy: validation metric that selects best.safetensors
     # targets ("distribution sources")
     target: str = "hard"
     teacher: str | None = None         # LDG checkpoint (ldg-online / ldg-cached)
@@ -88,6 +96,14 @@ class TrainConfig:
             raise ValueError("loss_reduction must be 'paper' or 'mean'")
         if not 0 <= self.hard_mix <= 1 or not 0 <= self.ema_mix <= 1 or self.hard_mix + self.ema_mix > 1:
             raise ValueError("hard_mix and ema_mix must be in [0,1] and sum to <= 1")
+        if self.class_weighting not in ("none", "inverse", "effective"):
+            raise ValueError("class_weighting must be 'none', 'inverse' or 'effective'")
+        if not 0 <= self.class_weight_beta < 1:
+            raise ValueError("class_weight_beta must be in [0, 1)")
+        if self.posthoc_prior not in ("none", "balanced", "mean"):
+            raise ValueError("posthoc_prior must be 'none', 'balanced' or 'mean'")
+        if self.select_on not in ("accuracy", "balanced_accuracy"):
+            raise ValueError("select_on must be 'accuracy' or 'balanced_accuracy'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         return self

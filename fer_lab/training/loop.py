@@ -24,12 +24,13 @@ import torch.nn as nn
 from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
 from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
 from ..labels import LabelMap
-from ..metrics import classification_metrics, soft_cross_entropy
+from ..metrics import classification_metrics, select_prior_tau, soft_cross_entropy
 from ..models import create_model, model_default_cfg
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cleanup, convert_global_batchnorm,
                           init_distributed)
-from .targets import label_distribution_loss, mix_targets, smooth_labels, teacher_distribution
+from .targets import (class_prior, class_weights, label_distribution_loss, mix_targets, smooth_labels,
+                      teacher_distribution)
 
 __all__ = ["SplitData", "load_split", "predict_arrays", "train", "TeacherRefused", "teacher_check",
            "cache_teacher_distributions", "resolve_device"]
@@ -303,7 +304,7 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     ema = _EMA(model, cfg.ema_teacher) if cfg.ema_teacher > 0 else None
 
-    start_epoch, best, history = 0, {"val_acc": -1.0, "epoch": -1}, []
+    start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
     state_path = out / "last.pt"
     if cfg.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -315,6 +316,7 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
         if ema is not None and "ema" in st:
             ema.model.load_state_dict(st["ema"])
         start_epoch, best, history = st["epoch"] + 1, st["best"], st["history"]
+        best.setdefault("score", best.get("val_acc", -1.0))  # runs started before select_on existed
         torch.set_rng_state(st["rng"]["torch"])
 
     images_dev = None
@@ -327,6 +329,10 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     if cfg.balanced_sampling:
         freq = torch.bincount(labels_all, minlength=C).float()
         weights = (1.0 / freq.clamp(min=1))[labels_all]
+    prior = class_prior(labels_all, C)
+    log_prior = torch.log(prior).to(device)
+    cw = class_weights(labels_all, C, cfg.class_weighting, cfg.class_weight_beta)
+    cw = None if cw is None else cw.to(device)
 
     csv_path = out / "metrics.csv"
     tb = None
@@ -389,15 +395,20 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
             if ema is not None and cfg.ema_mix > 0:
                 with torch.no_grad():
                     ema_q = torch.softmax(ema.model(x).float() / cfg.temperature, 1)
-            if q is None and not (cfg.hard_mix or ema_q is not None):
-                loss = nn.functional.cross_entropy(logits, yb)
+            # train-time logit adjustment: the loss sees logits + tau*log(prior), so the raw logits
+            # the model keeps for inference are pushed towards the class-balanced posterior
+            z = logits + cfg.logit_adjust * log_prior if cfg.logit_adjust else logits
+            hard_only = q is None and not (cfg.hard_mix or ema_q is not None)
+            if hard_only and cw is None:
+                loss = nn.functional.cross_entropy(z, yb)
             else:
                 if q is None:
                     q = torch.nn.functional.one_hot(yb, C).float()
                 elif cfg.temperature != 1.0 and cfg.target in ("crowd", "true", "ldg-cached"):
                     q = torch.softmax(torch.log(q.clamp_min(1e-8)) / cfg.temperature, 1)
                 q = mix_targets(q.float(), yb, cfg.hard_mix, ema_q, cfg.ema_mix)
-                loss = label_distribution_loss(logits, q, cfg.loss_reduction)
+                # one-hot targets keep cross_entropy's scale (mean over N) when only re-weighted
+                loss = label_distribution_loss(z, q, "mean" if hard_only else cfg.loss_reduction, cw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -423,9 +434,10 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
                 row.update(test_acc=tm["accuracy"])
         if info.is_main:
             history.append(row)
-            score = row.get("val_acc", row["train_acc"])
-            if score > best["val_acc"]:
-                best = {"val_acc": score, "epoch": epoch + 1}
+            score = row.get("val_balanced_acc" if cfg.select_on == "balanced_accuracy" else "val_acc",
+                            row["train_acc"])
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1, "metric": cfg.select_on}
                 save_model(model_for_export(model), out / "best.safetensors",
                            _meta(cfg, label_map, mean, std, {"selected_on": "val" if vm else "train", **row}))
             new = not csv_path.exists()
@@ -455,18 +467,26 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
         model_for_export(model).load_state_dict(best_model.state_dict())
         sel_test = evaluate(test_d)
         sel_val = evaluate(val_d)
+        prior_correction = {}
+        if cfg.posthoc_prior != "none" and val_d is not None:
+            pv = predict_arrays(model, val_d.images, mean, std, cfg.eval_batch_size, device, amp=cfg.amp)
+            tau, table = select_prior_tau(pv, val_d.labels, prior.numpy(), cfg.posthoc_prior)
+            prior_correction = {"tau": tau, "prior": [round(float(v), 6) for v in prior], "criterion": cfg.posthoc_prior,
+                                "selected_on": cfg.val_split or "val", "sweep": table}
         summary = {
             "config": cfg.to_dict(), "label_map": label_map.to_list(), "teacher": teacher_info,
             "best_epoch": best["epoch"], "val_selected": {"val": _brief(sel_val), "test": _brief(sel_test)},
-            "last_epoch": {"test": _brief(last_test)},
+            "last_epoch": {"test": _brief(last_test)}, "prior_correction": prior_correction,
         }
         if cfg.track_test and history and "test_acc" in history[0]:
             bt = max(history, key=lambda r: r["test_acc"])
             summary["best_on_test_official_protocol"] = {"epoch": bt["epoch"], "test_acc": bt["test_acc"],
                                                          "note": "selected on the test split like the official code; not a valid estimate"}
         metrics = {"val_acc": sel_val and sel_val["accuracy"], "test_acc": sel_test and sel_test["accuracy"],
-                   "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"]}
-        save_model(model_for_export(model), out / "model.safetensors", _meta(cfg, label_map, mean, std, metrics))
+                   "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"],
+                   "selected_on": cfg.select_on}
+        save_model(model_for_export(model), out / "model.safetensors",
+                   _meta(cfg, label_map, mean, std, metrics, prior_correction))
         model_for_export(model).load_state_dict(final_state)
         atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
     barrier()
@@ -484,9 +504,10 @@ def _brief(m: dict | None) -> dict | None:
     return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "soft_ce_vs_dist") if k in m}
 
 
-def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict) -> ModelMeta:
+def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict, prior_correction: dict | None = None) -> ModelMeta:
     return ModelMeta(arch=cfg.arch, labels=label_map.to_list(), input_size=cfg.input_size, mean=tuple(mean),
                      std=tuple(std), grayscale=cfg.grayscale, dataset=cfg.dataset,
                      crop={"recipe": cfg.photo_recipe or cfg.recipe, "train_recipe": cfg.recipe},
                      metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
+                     prior_correction=dict(prior_correction or {}),
                      train_config=json.loads(json.dumps(cfg.to_dict(), default=str)))
