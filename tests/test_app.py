@@ -3,6 +3,7 @@
 Stand-in checkpoints (random weights, FER+-style metadata: 64 px, grayscale, ``ferplus`` crops)
 are served through ``$FER_LAB_WEIGHTS``, so nothing here depends on the trained shipped weights.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from fer_lab import canonical, create_model  # noqa: E402
 from fer_lab.app import AppEngine, ModelHub, build_demo, launch_kwargs  # noqa: E402
 from fer_lab.app import events as app_events  # noqa: E402
+from fer_lab.app.examples import load_examples  # noqa: E402
 from fer_lab.app.loadtest import run_load  # noqa: E402
 from fer_lab.app.ui import TORCH_THREADS  # noqa: E402
 from fer_lab.checkpoint import ModelMeta, save_model  # noqa: E402
@@ -171,10 +173,63 @@ def test_cam_methods_change_the_map(engine, imgs):
 def test_no_face_state_and_whole_image(engine, imgs):
     _, picker, status = engine.detect(str(imgs / "noface.png"), False)
     assert picker["choices"] == [] and "No face found" in status and "whole image" in status
-    with pytest.raises(gr.Error, match="No face found"):
+    with pytest.raises(gr.Error, match="No face found"):  # the API: an error, never an empty result
         _analyze(engine, imgs / "noface.png")
+    # the page: an expected state (the picture, the same status, empty model columns), no error
+    annotated, crop, ui_status, *cols, summary = engine.analyze_ui(str(imgs / "noface.png"), 0, False, "gradcam",
+                                                                   "baseline-ferplus", "efficientface-ferplus")
+    assert ui_status == status and crop is None and _img(annotated).shape == (300, 400, 3)
+    assert summary["faces_found"] == 0 and summary["models"] == {} and cols == ["", None, None, ""] * 2
     out = _analyze(engine, imgs / "noface.png", whole=True)
     assert out[-1]["box"] is None and "Scored the whole image" in out[2] and _img(out[1]).shape == (224, 224, 3)
+
+
+def test_examples_are_captioned_with_their_expected_label():
+    examples = load_examples()
+    assert len(examples) == 10
+    labels = canonical(8).to_list()
+    for e in examples:
+        name = Path(e.path).name
+        if name.startswith("synth_"):
+            # data/examples/README.md: the file name gives the ground truth (both labels when ambiguous)
+            named = [w for w in Path(name).stem.split("_") if w in labels]
+            assert e.whole_image and e.caption.startswith(f"Expected: {named[0]}"), e
+            assert all(w in e.caption for w in named) and len(e.caption) <= 50, e  # the table truncates
+        else:
+            assert not e.whole_image and "no ground truth" in e.caption, e
+
+
+def test_new_image_sets_whole_image_from_the_image(engine, imgs, tmp_path):
+    """"Use the whole image" follows the image, whatever UI event brought it in: on for a synthfer
+    example (recognised by content, e.g. Gradio's cached copy), off for any other image."""
+    synth = next(e for e in engine.examples if e.path.endswith("synth_happiness.png"))
+    cached = tmp_path / "0123abcd" / "synth_happiness.png"
+    cached.parent.mkdir()
+    shutil.copy(synth.path, cached)
+    keep, whole, caption, annotated, picker, status = engine.new_image(str(cached))
+    assert whole is True and caption == synth.caption and "Scoring the whole image" in status
+    assert keep == gr.update() and picker["choices"] == []
+    keep, whole, caption, annotated, picker, status = engine.new_image(str(imgs / "astronaut.png"))
+    assert whole is False and caption == "" and "Found 1 face" in status and picker["value"] == 0
+    photo = next(e for e in engine.examples if e.path.endswith("astronaut.png"))
+    _, whole, caption, *_ = engine.new_image(photo.path)
+    assert whole is False and caption == photo.caption
+
+
+def test_new_image_reports_unreadable_files_in_the_status(engine, imgs):
+    """The page: an unreadable upload is removed from the input (no broken-image preview) and the
+    reason is the status line, not an error; the API keeps raising (test_bad_input_matrix...)."""
+    for name, msg in {"notes.png": "not an image", "zero.png": "empty", "truncated.jpg": "truncated or corrupt",
+                      "30mp.png": "limit is 25.0 MP"}.items():
+        cleared, whole, caption, annotated, picker, status = engine.new_image(str(imgs / name))
+        assert cleared is None and annotated is None and picker["choices"] == [] and whole is False
+        assert name in status and msg in status and str(imgs) not in status, status
+    # removing the file fires another change (image None): that keeps the message, clears the rest
+    _, whole, caption, annotated, picker, status = engine.new_image(None)
+    assert status == gr.update() and annotated is None and whole is False and caption == ""
+    annotated, crop, status, *cols, summary = engine.analyze_ui(None, 0, False, "gradcam", "baseline-ferplus",
+                                                                "efficientface-ferplus")
+    assert status == gr.update() and annotated is None and crop is None and summary == {}
 
 
 def test_many_faces_pick_one_and_cap(engine, imgs, monkeypatch):
@@ -373,44 +428,90 @@ def test_loopback_load_small(server):
     assert rep.p50_ms > 0 and rep.p95_ms >= rep.p50_ms
 
 
-@pytest.mark.browser
-def test_browser_upload_renders_both_cams_and_distributions(server, imgs):
+@contextlib.contextmanager
+def _chromium_page(url, failure_shot: str):
+    """A page of the served app in headless Debian Chromium; a full-page screenshot on failure."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium); browser test skipped")
     sync_api = pytest.importorskip("playwright.sync_api")
-    _, url = server
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "app_browser.png"
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             try:
                 page.goto(url, wait_until="networkidle", timeout=60_000)
-                page.locator("#input-image input[type=file]").set_input_files(str(imgs / "astronaut.png"))
-                page.wait_for_function("() => document.querySelector('#status').innerText.includes('face 1 of 1')",
-                                       timeout=90_000)
-                for side in SIDES:  # images are lazy-loaded: bring them into view as a user would
-                    page.locator(f"#{side}-cam").scroll_into_view_if_needed()
-                    page.locator(f"#{side}-cam img").wait_for(state="visible", timeout=30_000)
-                    page.locator(f"#{side}-plot .js-plotly-plot").wait_for(state="visible", timeout=30_000)
-                page.wait_for_function(
-                    "() => [...document.querySelectorAll('#baseline-cam img, #efficientface-cam img')]"
-                    ".filter(i => i.complete && i.naturalWidth > 0).length == 2", timeout=30_000)
-                for side in SIDES:
-                    bars = page.locator(f"#{side}-plot .js-plotly-plot .bars .point")
-                    assert bars.count() == 8
-                    assert page.locator(f"#{side}-label").inner_text().strip()
-                    assert "flip TTA" not in page.locator(f"#{side}-time").inner_text()
-                # the flip-TTA switch re-scores the face with both models
-                page.locator("#tta-flip input[type=checkbox]").check()
-                page.wait_for_function("() => ['baseline', 'efficientface'].every(s => "
-                                       "document.querySelector('#' + s + '-time').innerText.includes('flip TTA'))",
-                                       timeout=60_000)
-                page.screenshot(path=str(shot), full_page=True)
+                page.locator("#input-image").wait_for(timeout=60_000)
+                yield page
             except Exception:
-                page.screenshot(path=str(ARTIFACTS / "app_browser_failure.png"), full_page=True)
+                page.screenshot(path=str(ARTIFACTS / failure_shot), full_page=True)
                 raise
         finally:
             browser.close()
+
+
+def _status_has(text: str) -> str:
+    return f"() => document.querySelector('#status').innerText.includes({json.dumps(text)})"
+
+
+@pytest.mark.browser
+def test_browser_upload_renders_both_cams_and_distributions(server, imgs):
+    _, url = server
+    shot = ARTIFACTS / "app_browser.png"
+    with _chromium_page(url, "app_browser_failure.png") as page:
+        page.locator("#input-image input[type=file]").set_input_files(str(imgs / "astronaut.png"))
+        page.wait_for_function(_status_has("face 1 of 1"), timeout=90_000)
+        for side in SIDES:  # images are lazy-loaded: bring them into view as a user would
+            page.locator(f"#{side}-cam").scroll_into_view_if_needed()
+            page.locator(f"#{side}-cam img").wait_for(state="visible", timeout=30_000)
+            page.locator(f"#{side}-plot .js-plotly-plot").wait_for(state="visible", timeout=30_000)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#baseline-cam img, #efficientface-cam img')]"
+            ".filter(i => i.complete && i.naturalWidth > 0).length == 2", timeout=30_000)
+        for side in SIDES:
+            bars = page.locator(f"#{side}-plot .js-plotly-plot .bars .point")
+            assert bars.count() == 8
+            assert page.locator(f"#{side}-label").inner_text().strip()
+            assert "flip TTA" not in page.locator(f"#{side}-time").inner_text()
+        # the flip-TTA switch re-scores the face with both models
+        page.locator("#tta-flip input[type=checkbox]").check()
+        page.wait_for_function("() => ['baseline', 'efficientface'].every(s => "
+                               "document.querySelector('#' + s + '-time').innerText.includes('flip TTA'))",
+                               timeout=60_000)
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_browser_whole_image_follows_source_and_states_stay_readable(server, imgs):
+    """Issue 17: after a synthfer example (scored whole) an uploaded photo is detected again; no
+    face and a non-image put their message in the status line with no error badge or toast, and
+    the non-image leaves no broken-image preview behind."""
+    _, url = server
+    errors_shown = "() => document.querySelectorAll('.toast-body, .error').length"
+    with _chromium_page(url, "app_browser_states_failure.png") as page:
+        upload = page.locator("#input-image input[type=file]")
+        whole = page.locator("#whole-image input[type=checkbox]")
+        caption = page.locator("#example-caption textarea")
+        page.get_by_text("Expected: happiness", exact=True).click()  # its cell in the examples table
+        page.wait_for_function(_status_has("Scored the whole image"), timeout=30_000)
+        assert whole.is_checked() and caption.input_value() == "Expected: happiness"
+
+        upload.set_input_files(str(imgs / "astronaut.png"))
+        page.wait_for_function(_status_has("face 1 of 1"), timeout=30_000)
+        assert not whole.is_checked() and caption.input_value() == ""
+        assert page.locator("#baseline-label").inner_text().strip()
+
+        upload.set_input_files(str(imgs / "noface.png"))
+        # the analysis step has run once the model columns are emptied
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('No face found') "
+                               "&& !document.querySelector('#baseline-label').innerText.trim()", timeout=30_000)
+        assert page.evaluate(errors_shown) == 0 and page.locator("#status").is_visible()
+
+        upload.set_input_files(str(imgs / "notes.png"))
+        page.wait_for_function(_status_has("notes.png is not an image"), timeout=30_000)
+        page.wait_for_timeout(1500)  # removing the file fires one more (invisible) round: it must keep the text
+        assert "This file was not used" in page.locator("#status").inner_text()
+        assert page.locator("#input-image img").count() == 0 and page.locator("#faces-image img").count() == 0
+        assert page.evaluate(errors_shown) == 0 and not whole.is_checked()
+        page.screenshot(path=str(ARTIFACTS / "app_browser_states.png"), full_page=True)

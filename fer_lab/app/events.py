@@ -5,9 +5,15 @@ checkpoint, ...) become ``gr.Error`` with a human message (a toast in the UI, a 
 ``AppError`` for API clients); anything unexpected is logged server-side and reported as an
 internal error without a traceback.  The worker always survives.
 
-Flow in the UI: image change -> :meth:`AppEngine.detect` (boxes, face list, status) -> on success
-:meth:`AppEngine.analyze` (crop, then per model: label, distribution, CAM, timings).  Detection
-results are cached per uploaded file so picking another face or CAM method does not re-detect.
+Flow in the UI: image change -> :meth:`AppEngine.new_image` (sets "Use the whole image" from
+the image's source, boxes, face list, status) -> on success :meth:`AppEngine.analyze_ui` (crop,
+then per model: label, distribution, CAM, timings).  Detection results are cached per uploaded
+file so picking another face or CAM method does not re-detect.
+
+UI vs API: the page reports the *expected* outcomes (no face, an unreadable upload) in the status
+line (``new_image``, ``analyze_ui``); API clients call :meth:`AppEngine.detect` and
+:meth:`AppEngine.analyze`, which raise ``gr.Error`` for them (an ``AppError`` for
+``gradio_client``) rather than return an empty result.  docs/app.md has the why.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from ..faces import detect_faces, draw_faces
 from ..inference import FacePrediction, Predictor
 from ..io import ImageLoadError, load_image
 from ..viz import distribution_bar
+from .examples import Example, ExampleIndex, load_examples
 from .hub import ModelHub
 
 __all__ = ["AppEngine", "user_errors", "MAX_FACES", "MAX_BATCH_FILES", "SIDES"]
@@ -98,8 +105,12 @@ class AppEngine:
     """State shared by all sessions: the models (loaded once) and a small detection cache."""
 
     def __init__(self, hub: ModelHub | None = None, allow_local_paths: bool | None = None,
-                 max_pixels: int = MAX_UPLOAD_PIXELS, cache_size: int = 4):
+                 max_pixels: int = MAX_UPLOAD_PIXELS, cache_size: int = 4,
+                 examples: list[Example] | None = None):
         self.hub = hub if hub is not None else ModelHub()
+        # the shipped examples by default; new_image recognises them by content
+        self.examples = load_examples() if examples is None else examples
+        self._example_index = ExampleIndex(self.examples)
         # a server path text box makes sense on your own machine, not on a public Space
         self.allow_local_paths = (not os.environ.get("SPACE_ID")) if allow_local_paths is None else allow_local_paths
         self.max_pixels = max_pixels
@@ -197,15 +208,35 @@ class AppEngine:
         if whole_image:
             return det.image, gr.update(choices=[], value=None), f"Scoring the whole image ({w}x{h})."
         if not det.faces:
-            return (det.image, gr.update(choices=[], value=None),
-                    f"**No face found** in this {w}x{h} image. Tick *Use the whole image* to score the "
-                    "whole picture (works best on a tightly cropped face).")
+            return det.image, gr.update(choices=[], value=None), _no_face_status(w, h)
         choices = [(_face_label(i, f), i) for i, f in enumerate(det.faces)]
         status = _found(det)
         if det.total > 1:
             status += " Pick a face in the list; boxes are numbered."
         annotated = draw_faces(det.image, det.faces, [str(i + 1) for i in range(len(det.faces))], BOX_COLOR)
         return self._save(annotated, "jpeg"), gr.update(choices=choices, value=0), status
+
+    @user_errors
+    def new_image(self, image):
+        """UI: the input image changed (upload, webcam, clipboard, example click, cleared).
+
+        "Use the whole image" follows the image: on for the synthfer examples (face crops
+        already), off for anything else, so a photo uploaded after an example is detected again.
+        Returns (input image update, whole-image flag, example caption, then :meth:`detect`'s
+        three outputs).  An unreadable file is removed from the input (no broken-image preview)
+        and its reason goes to the status line instead of an error toast; ``None`` (the input
+        was cleared, possibly by that removal) leaves the status line as it is.
+        """
+        if image is None:
+            return gr.update(), False, "", None, gr.update(choices=[], value=None), gr.update()
+        example = self._example_index.find(_as_path(image))
+        whole = bool(example and example.whole_image)
+        try:
+            detected = self.detect(image, whole)
+        except gr.Error as e:
+            return (None, False, "", None, gr.update(choices=[], value=None),
+                    f"**This file was not used:** {e.message}")
+        return (gr.update(), whole, example.caption if example else "", *detected)
 
     @user_errors
     def analyze(self, image, face=0, whole_image: bool = False, cam_method: str = "gradcam",
@@ -215,9 +246,25 @@ class AppEngine:
         label markdown, distribution figure, CAM overlay, timing markdown, and a JSON summary).
 
         ``tta_flip``: average each model's probabilities with those of the mirrored crop (2x model
-        cost; the CAM explains the averaged top class)."""
+        cost; the CAM explains the averaged top class).  No face found (and ``whole_image`` off)
+        is a ``gr.Error``: an API client must not mistake it for a result."""
+        return self._analyze(image, face, whole_image, cam_method, baseline_model, efficientface_model,
+                             tta_flip, ui=False)
+
+    @user_errors
+    def analyze_ui(self, image, face=0, whole_image: bool = False, cam_method: str = "gradcam",
+                   baseline_model: str | None = None, efficientface_model: str | None = None,
+                   tta_flip: bool = False):
+        """:meth:`analyze` for the page: no face found is an expected state, not an error (the
+        picture, the no-face status and empty model columns; an error toast would cover the
+        status); no image clears the outputs but leaves the status to :meth:`new_image`."""
+        return self._analyze(image, face, whole_image, cam_method, baseline_model, efficientface_model,
+                             tta_flip, ui=True)
+
+    def _analyze(self, image, face, whole_image, cam_method, baseline_model, efficientface_model, tta_flip,
+                 *, ui: bool):
         if image is None:
-            return _empty_analysis(NO_IMAGE)
+            return _empty_analysis(gr.update() if ui else NO_IMAGE)
         if cam_method not in CAM_METHODS:
             raise ValueError(f"unknown CAM method {cam_method!r}; choose one of {', '.join(CAM_METHODS)}")
         predictors = self._predictors([baseline_model, efficientface_model])
@@ -226,8 +273,13 @@ class AppEngine:
             face_obj, index = None, None
         else:
             if not det.faces:
-                raise gr.Error("No face found in this image. Tick 'Use the whole image' to score the whole "
-                               "picture.", print_exception=False)
+                h, w = det.image.shape[:2]
+                if ui:
+                    return _empty_analysis(_no_face_status(w, h), self._save(det.image, "jpeg"),
+                                           {"face": None, "box": None, "faces_found": 0,
+                                            "detect_ms": round(det.ms, 1), "models": {}})
+                raise gr.Error(f"No face found in this {w}x{h} image. Set whole_image (the 'Use the whole "
+                               "image' checkbox) to score the whole picture.", print_exception=False)
             index = _face_index(face, len(det.faces))
             face_obj = det.faces[index]
         annotated = det.image if face_obj is None else _highlight(det.image, det.faces, index)
@@ -404,6 +456,11 @@ def _highlight(image: np.ndarray, faces, index: int) -> np.ndarray:
     return draw_faces(out, [faces[index]], [labels[index]], SELECTED_COLOR)
 
 
-def _empty_analysis(status: str):
-    return (None, None, status, *(["", None, None, ""] * len(SIDES)), {})
+def _no_face_status(w: int, h: int) -> str:
+    return (f"**No face found** in this {w}x{h} image. Tick *Use the whole image* to score the whole "
+            "picture (works best on a tightly cropped face).")
+
+
+def _empty_analysis(status, annotated=None, summary=None):
+    return (annotated, None, status, *(["", None, None, ""] * len(SIDES)), summary or {})
 

@@ -1,24 +1,24 @@
 """Gradio Blocks layout: wires components to :class:`fer_lab.app.events.AppEngine` methods.
 
 No model, image or plotting code here; every event has an explicit ``api_name`` (the HTTP /
-``gradio_client`` API is documented in the README and docs/app.md).
+``gradio_client`` API is documented in the README and docs/app.md).  The page's events are
+private; the public endpoints are API-only events on the same components (same inputs, outputs
+and names as before), so the page can show expected states in its status line while API clients
+keep getting errors for them.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import gradio as gr
 
 from ..cam import CAM_METHODS
-from ..io import IMAGE_EXTENSIONS
-from .events import MAX_BATCH_FILES, SIDES, AppEngine
+from .events import MAX_BATCH_FILES, NO_IMAGE, SIDES, AppEngine
+from .examples import example_images
 
 __all__ = ["build_demo", "launch_kwargs", "example_images", "ImagePath", "QUEUE_SIZE", "CONCURRENCY",
            "MAX_FILE_SIZE"]
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES_DIR = ROOT / "data" / "examples"
 QUEUE_SIZE = 32          # waiting requests beyond this are refused ("queue full") instead of piling up
 CONCURRENCY = 2          # events running at once, all event types together (2 vCPU on a CPU-Basic Space)
 POOL = "cpu"             # shared concurrency_id: detect/analyze/batch/load compete for the same cores
@@ -56,13 +56,6 @@ class ImagePath(gr.Image):
             raise gr.Error(f"Could not read the image: {e}", print_exception=False) from None
 
 
-def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
-    """License-clean example images shipped in data/examples (never FER+ images)."""
-    if not folder.is_dir():
-        return []
-    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def launch_kwargs() -> dict:
     """Arguments for ``demo.launch`` (Gradio 6: theme/css belong to launch)."""
     return {"max_file_size": MAX_FILE_SIZE, "theme": gr.themes.Soft(), "css": CSS, "ssr_mode": False}
@@ -84,7 +77,6 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
         engine.warmup()
     choices = engine.model_choices()
     defaults = [engine.hub.default_for(i) for i in range(len(SIDES))]
-    examples = example_images()
 
     # delete_cache: uploads and outputs older than 1 h are removed every 30 min (public Space)
     with gr.Blocks(title="fer_lab: EfficientFace vs baseline", delete_cache=(1800, 3600)) as demo:
@@ -101,6 +93,9 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                 with gr.Column():
                     image = ImagePath(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
                                       label="Input image", elem_id="input-image")
+                    caption = gr.Textbox(label="Example (expected label)", interactive=False, max_lines=2,
+                                         placeholder="Pick an example below to see what it should show",
+                                         elem_id="example-caption")
                     with gr.Row():
                         whole = gr.Checkbox(False, label="Use the whole image (no face detection)",
                                             elem_id="whole-image")
@@ -108,11 +103,12 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
                                              elem_id="cam-method")
                     tta = gr.Checkbox(False, label="Also score the mirrored face and average (flip TTA, 2x model "
                                       "cost; +0.6 to 0.8 points on FER+ test)", elem_id="tta-flip")
-                    if examples:
-                        # synthfer drawings are already face crops: score them whole
-                        gr.Examples([[p, Path(p).name.startswith("synth")] for p in examples],
-                                    inputs=[image, whole], label="Examples (license-clean)", visible_columns=[0],
-                                    api_name="example", api_visibility="undocumented")
+                    if engine.examples:
+                        # "Use the whole image" is set by new_image from the image itself, so an
+                        # upload after a synthfer example starts with face detection again
+                        gr.Examples([[e.path, e.caption] for e in engine.examples], inputs=[image, caption],
+                                    label="Examples (license-clean)", api_name="example",
+                                    api_visibility="undocumented")
                 with gr.Column():
                     annotated = gr.Image(label="Detected faces", format="jpeg", interactive=False,
                                          elem_id="faces-image")
@@ -162,14 +158,29 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
             ckpt_status = gr.Markdown(label="Checkpoint status")
 
         # tta last: API clients written before it existed keep working (it defaults to off)
+        detect_inputs, detect_outputs = [image, whole], [annotated, face, status]
         analyze_inputs = [image, face, whole, method, *model_boxes, tta]
         analyze_outputs = [annotated, crop, status, *side_outputs, details]
-        gr.on([image.change, whole.change], engine.detect, inputs=[image, whole], outputs=[annotated, face, status],
-              api_name="detect", trigger_mode="always_last", concurrency_id=POOL).success(
-            engine.analyze, inputs=analyze_inputs, outputs=analyze_outputs,
-            api_name="detect_then_analyze", api_visibility="private", concurrency_id=POOL)
-        gr.on([face.input, method.change, tta.change, *[b.input for b in model_boxes]], engine.analyze,
-              inputs=analyze_inputs, outputs=analyze_outputs, api_name="analyze", trigger_mode="always_last",
+        ui = {"api_visibility": "private", "concurrency_id": POOL}
+
+        # the page: any new image (upload, webcam, clipboard, example, cleared) sets the whole-image
+        # box from the image itself, then detection, then analysis; the user ticking the box re-detects
+        gr.on([image.change], engine.new_image, inputs=[image],
+              outputs=[image, whole, caption, *detect_outputs], api_name="ui_new_image",
+              trigger_mode="always_last", **ui).success(
+            engine.analyze_ui, inputs=analyze_inputs, outputs=analyze_outputs, api_name="ui_new_image_analyze", **ui)
+        image.clear(lambda: NO_IMAGE, outputs=[status], api_name="ui_clear", queue=False,
+                    api_visibility="private")
+        gr.on([whole.input], engine.detect, inputs=detect_inputs, outputs=detect_outputs, api_name="ui_whole",
+              trigger_mode="always_last", **ui).success(
+            engine.analyze_ui, inputs=analyze_inputs, outputs=analyze_outputs, api_name="ui_whole_analyze", **ui)
+        gr.on([face.input, method.change, tta.change, *[b.input for b in model_boxes]], engine.analyze_ui,
+              inputs=analyze_inputs, outputs=analyze_outputs, api_name="ui_analyze", trigger_mode="always_last",
+              **ui)
+        # the API (no UI trigger): no face / an unreadable image are errors here, not a status line
+        gr.on([], engine.detect, inputs=detect_inputs, outputs=detect_outputs, api_name="detect",
+              concurrency_id=POOL)
+        gr.on([], engine.analyze, inputs=analyze_inputs, outputs=analyze_outputs, api_name="analyze",
               concurrency_id=POOL)
         run_batch.click(engine.batch, inputs=[files, batch_whole, *model_boxes, batch_tta], outputs=[table, csv_file],
                         api_name="batch", concurrency_id=POOL)
