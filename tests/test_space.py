@@ -109,7 +109,7 @@ def test_requirements_resolve_in_an_empty_folder(tmp_path):
 
     shutil.copy(REQUIREMENTS, tmp_path / "requirements.txt")
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-           "--retries", "0", "--timeout", "30", "--report", "report.json", "-r", "requirements.txt"]
+           "--retries", "0", "--timeout", "15", "--report", "report.json", "-r", "requirements.txt"]
     try:
         out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=RESOLVE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
