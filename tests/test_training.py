@@ -140,6 +140,7 @@ def test_teacher_guard_refuses_permuted_labels_and_chance_teachers(tmp_path, tin
 def _train_cmd(out, extra=()):
     return [sys.executable, "-m", "fer_lab.train", "synthfer", "arch=baseline", "input_size=32", "dataset_kwargs.size=32",
             "dataset_kwargs.n=320", "split_kwargs.val.n=64", "split_kwargs.test.n=64", "epochs=4", "batch_size=32",
+            "device=cpu",  # exact equality needs CPU determinism (CUDA: cudnn.benchmark, bf16 autocast)
             "num_threads=1", "progress=false", "warmup_epochs=0", f"out_dir={out}", *extra]
 
 
