@@ -78,9 +78,14 @@ class ModelMeta:
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live: $FER_LAB_WEIGHTS or the repository's data/weights."""
+    """Where shipped weights live: $FER_LAB_WEIGHTS, else the repository's data/weights (installed
+    as package data, see :mod:`fer_lab.shipped`)."""
     env = os.environ.get("FER_LAB_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data" / "weights"
+    if env:
+        return Path(env)
+    from .shipped import shipped_dir
+
+    return shipped_dir() / "weights"
 
 
 def list_shipped() -> list[str]:

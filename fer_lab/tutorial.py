@@ -223,8 +223,10 @@ def example_faces() -> dict:
     ``data/examples`` and the public-domain astronaut photo from scikit-image)."""
     from .io import load_image
 
+    from .shipped import examples_dir
+
     out = {}
-    ex = repo_root() / "data" / "examples"
+    ex = examples_dir()
     for p in sorted(ex.glob("synth_*.png")):
         out[p.stem[len("synth_"):]] = load_image(p)
     from skimage import data as skdata

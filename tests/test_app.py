@@ -31,7 +31,9 @@ from fer_lab.inference import Predictor  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
 SIDES = ("baseline", "efficientface")
-CHROMIUM = "/usr/bin/chromium"
+# any local Chromium (Debian: chromium, Ubuntu: chromium-browser); FER_LAB_CHROMIUM names another binary
+CHROMIUM = (os.environ.get("FER_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+            or "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 

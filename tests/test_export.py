@@ -12,6 +12,9 @@ from fer_lab.checkpoint import ModelMeta, save_model
 from fer_lab.cli import main
 from fer_lab.export import OnnxModel, export_onnx, quantize_int8, read_onnx_meta
 
+pytest.importorskip("onnx", reason="ONNX export needs onnx ([export] extra)")
+pytest.importorskip("onnxruntime", reason="parity checks run the export in ONNX Runtime ([export] extra)")
+
 SIZE = 64  # any multiple of 16; export cost is tracing, not pixels
 
 
@@ -41,6 +44,7 @@ def ef_export(tmp_path_factory):
 
 
 def test_efficientface_dynamo_export_matches_pytorch(ef_export):
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript ([export] extra)")
     model, _, report = ef_export
     assert report.exporter == "dynamo" and report.fallback_reason is None
     par = report.parity

@@ -140,6 +140,7 @@ def test_teacher_guard_refuses_permuted_labels_and_chance_teachers(tmp_path, tin
 def _train_cmd(out, extra=()):
     return [sys.executable, "-m", "fer_lab.train", "synthfer", "arch=baseline", "input_size=32", "dataset_kwargs.size=32",
             "dataset_kwargs.n=320", "split_kwargs.val.n=64", "split_kwargs.test.n=64", "epochs=4", "batch_size=32",
+            "device=cpu",  # exact equality needs CPU determinism (CUDA: cudnn.benchmark, bf16 autocast)
             "num_threads=1", "progress=false", "warmup_epochs=0", f"out_dir={out}", *extra]
 
 
@@ -171,21 +172,44 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path):
     assert _final(out) == _final(tmp_path / "ref")
 
 
-def test_ddp_two_gloo_processes_match_single_process(tmp_path):
-    env = dict(os.environ, FER_LAB_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    extra = ["epochs=2", "dataset_kwargs.size=64", "input_size=64", "augment.enabled=false"]
-    subprocess.run(_train_cmd(tmp_path / "single", extra), env=env, check=True, capture_output=True, timeout=400)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29533"]
-    r = subprocess.run(torchrun + _train_cmd(tmp_path / "ddp", extra)[1:], env=env, capture_output=True, text=True,
-                       timeout=400)
+def test_ddp_two_gloo_processes_match_single_process(tmp_path, monkeypatch):
+    """torchrun with two CPU ranks computes what one process computes, compared where the two agree
+    by construction: the first step (same global batch and augmentation, global BatchNorm
+    statistics, averaged gradients).  Later steps or a whole epoch only agree loosely: float32
+    round-off is amplified by training (the old whole-epoch 2% bound held on one machine only)."""
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    overrides = ["arch=baseline", "device=cpu", "input_size=32", "dataset_kwargs.size=32", "dataset_kwargs.n=64",
+                 "split_kwargs.val.n=32", "test_split=null", "epochs=1", "max_steps_per_epoch=1", "batch_size=32",
+                 "warmup_epochs=0", "num_threads=1", "progress=false"]   # augmentation on: sliced per rank
+    train(load_config("synthfer", overrides + [f"out_dir={tmp_path / 'single'}"]))  # also builds the cache
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    r = subprocess.run(torchrun + ["-m", "fer_lab.train", "synthfer", *overrides, f"out_dir={tmp_path / 'ddp'}"],
+                       env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [l.split(",") for l in (tmp_path / "single" / "metrics.csv").read_text().splitlines()[1:]]
-    rows_d = [l.split(",") for l in (tmp_path / "ddp" / "metrics.csv").read_text().splitlines()[1:]]
-    # the first steps see identical global batches and global BN statistics: epoch-1 loss agrees closely;
-    # later steps differ only by float round-off amplified by training, so the end results agree loosely
-    assert float(rows_d[0][2]) == pytest.approx(float(rows[0][2]), rel=0.02)
-    assert abs(_final(tmp_path / "ddp")[2]["accuracy"] - _final(tmp_path / "single")[2]["accuracy"]) <= 0.1
-    assert (tmp_path / "ddp" / "model.safetensors").is_file()
+    loss = [float((tmp_path / m / "metrics.csv").read_text().splitlines()[1].split(",")[2]) for m in ("single", "ddp")]
+    # the forward pass differs only in summation order: float32 round-off (measured: 3e-7 relative)
+    assert loss[1] == pytest.approx(loss[0], rel=1e-5)
+    single, ddp = (torch.load(tmp_path / m / "last.pt", weights_only=True)["model"] for m in ("single", "ddp"))
+    torch.manual_seed(0)
+    init = create_model("baseline", num_classes=7).state_dict()   # train() seeds 0 before building the model
+    assert single.keys() == ddp.keys()
+    for k in single:
+        if "running" in k or not single[k].is_floating_point():  # BN statistics: forward only, round-off close
+            torch.testing.assert_close(ddp[k], single[k], rtol=1e-4, atol=1e-6, msg=k)
+
+    def update_diff(keys):
+        num = sum(((ddp[k] - single[k]).double() ** 2).sum() for k in keys)
+        den = sum(((single[k] - init[k]).double() ** 2).sum() for k in keys)
+        assert den > 0, "the step moved nothing: vacuous comparison"
+        return float((num / den).sqrt())
+
+    params = [k for k in single if single[k].is_floating_point() and "running" not in k]
+    # the classifier's gradient is well conditioned (measured 4e-5 of the update) ...
+    assert update_diff([k for k in params if k.startswith("fc.")]) < 1e-3
+    # ... early layers are not: BatchNorm's float32 backward on these flat synthetic images is itself
+    # ~1% from float64, where GlobalBatchNorm and BatchNorm agree to 1e-13; the whole update
+    # agrees to 2e-3 here, 20x inside this bound (summed instead of averaged gradients would give ~1)
+    assert update_diff(params) < 0.05
 
 
 @pytest.mark.slow
