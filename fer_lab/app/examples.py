@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ..checkpoint import file_sha1
 from ..io import IMAGE_EXTENSIONS
+from ..shipped import examples_dir
 from ..synthfer import EXAMPLES as SYNTH_EXAMPLES
 
 __all__ = ["Example", "ExampleIndex", "EXAMPLES_DIR", "load_examples", "example_images", "example_caption"]
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "data" / "examples"
+EXAMPLES_DIR = examples_dir()  # the checkout's data/examples, or the installed package data
 # data/examples/README.md describes these two; they carry no expression ground truth
 PHOTO_CAPTIONS = {
     "astronaut.png": "Real photo, one face (no ground truth)",
