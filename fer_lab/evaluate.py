@@ -6,7 +6,44 @@ import numpy as np
 from .checkpoint import load_model
 from .metrics import classification_metrics, soft_cross_entropy
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
+
+
+def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "valid", train_split: str = "train",
+                         criterion: str = "mean", device: str = "cpu", dataset_kwargs: dict | None = None) -> dict:
+    """Choose a checkpoint's post-hoc prior correction on a validation split.
+
+    The prior is the ``train_split``'s label frequencies (what the model learned); ``tau`` is picked
+    by :func:`fer_lab.metrics.select_prior_tau` on the raw probabilities of ``split``.  Returns the
+    ``ModelMeta.prior_correction`` dict (tau, prior, criterion, selected_on, the sweep).
+    """
+    from .data import build_dataset
+    from .metrics import select_prior_tau
+
+    model = load_model(weights)
+    train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
+    model.meta.label_map.check_compatible(train.label_map, f"checkpoint {weights}", f"dataset {dataset}/{train_split}")
+    counts = train.class_counts()
+    prior = np.array([counts[k] for k in model.meta.labels], dtype=np.float64)
+    if (prior == 0).any():
+        raise ValueError(f"{dataset}/{train_split} has no images of {[k for k, c in counts.items() if not c]}: "
+                         "cannot estimate the prior the model learned")
+    prior /= prior.sum()
+    res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
+                   return_probs=True, prior_correction=False)
+    tau, rows = select_prior_tau(res["probs"], res["targets"], prior, criterion)
+    return {"tau": tau, "prior": [round(float(v), 6) for v in prior], "criterion": criterion,
+            "selected_on": f"{dataset}/{split}", "sweep": rows}
+
+
+def with_prior_correction(weights, prior_correction: dict, out):
+    """Write ``weights`` again to ``out`` with ``prior_correction`` in its metadata (``{}`` removes it)."""
+    from .checkpoint import save_model
+
+    model = load_model(weights)
+    meta = model.meta
+    meta.prior_correction = dict(prior_correction)
+    return save_model(model, out, meta)
 
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
