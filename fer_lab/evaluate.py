@@ -61,11 +61,12 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     ``prior_correction``: apply the checkpoint's stored post-hoc prior correction (``tau`` chosen on
     validation at training time; reported under ``prior_correction``) after any TTA averaging.
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
-    e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
+    e.g. an Occlusion-/Pose-RAF-DB list, read and matched as :func:`fer_lab.data.match_subset`
+    says (``img_001`` selects ``.../img_001.jpg``); metrics are then reported for it as well.
     """
-    from .data import build_cache, build_dataset
+    from .data import build_cache, build_dataset, match_subset, read_subset_list
+    from .engine import run_model
     from .metrics import apply_prior_correction
-    from .training.loop import predict_arrays
 
     model = load_model(weights, device=device)
     meta = model.meta
@@ -74,10 +75,8 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     recipe = recipe or meta.crop.get("train_recipe") or meta.crop.get("recipe", "none")
     cache = build_cache(ds, meta.input_size, recipe=recipe, grayscale=meta.grayscale,
                         progress=progress)
-    probs = predict_arrays(model, cache.images, meta.mean, meta.std, batch_size, device)
-    if tta_flip:
-        flipped = np.ascontiguousarray(np.asarray(cache.images)[:, :, ::-1])
-        probs = (probs + predict_arrays(model, flipped, meta.mean, meta.std, batch_size, device)) / 2
+    probs = run_model(model, cache.images, tta_flip=tta_flip, batch_size=batch_size, device=device,
+                      mean=meta.mean, std=meta.std, input_size=meta.input_size)
     pc = dict(meta.prior_correction or {}) if prior_correction else {}
     probs = apply_prior_correction(probs, pc)
     labels = np.asarray(cache.labels)
@@ -94,24 +93,13 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     if return_probs:
         out["probs"], out["targets"] = probs, labels
     if subset is not None:
-        wanted = _read_subset(subset)
-        ids = [str(i) for i in cache.ids]
-        mask = np.array([i in wanted or i.split("/")[-1] in wanted for i in ids])
-        if not mask.any():
-            raise ValueError(f"none of the {len(wanted)} ids in {subset} match {dataset}/{split} ids (e.g. {ids[:2]})")
-        out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(wanted),
+        entries = read_subset_list(subset)
+        idx, _ = match_subset(cache.ids, entries)
+        if not len(idx):
+            raise ValueError(f"none of the {len(entries)} entries in {subset} match {dataset}/{split} ids "
+                             f"(e.g. {[str(i) for i in cache.ids[:2]]})")
+        mask = np.zeros(len(labels), bool)
+        mask[idx] = True
+        out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(entries),
                          **classification_metrics(probs[mask], labels[mask])}
     return out
-
-
-def _read_subset(path) -> set[str]:
-    from pathlib import Path
-
-    ids = set()
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            first = line.split(",")[0].split()[0]
-            ids.add(first)
-            ids.add(first.split("/")[-1])
-    return ids

@@ -38,7 +38,9 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from .distributions import FaceSet, as_face_set, predict_distributions
+from .data.faceset import FaceSet, as_face_set
+from .data.subset import match_subset, read_subset_list
+from .distributions import predict_distributions
 
 __all__ = ["PERTURBATIONS", "FRAMING_CONDITIONS", "perturb", "occlude_patch", "occlude_shape", "yaw_warp", "rotate",
            "reframe", "adjust_gamma", "to_grayscale",
@@ -229,21 +231,6 @@ def perturbation_curve(models: Mapping[str, nn.Module], images, labels=None, kin
     return pd.DataFrame(rows)
 
 
-def read_subset_list(path: str | os.PathLike) -> list[str]:
-    """One id or file name per line (blank lines and '#' comments skipped; first column only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"subset list not found: {p}")
-    out = []
-    for line in p.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line.split()[0].split(",")[0])
-    if not out:
-        raise ValueError(f"subset list {p} is empty")
-    return out
-
-
 def _subset_indices(dataset, subset) -> np.ndarray:
     n = len(dataset)
     if isinstance(subset, (str, os.PathLike)) and Path(subset).is_file():
@@ -257,19 +244,11 @@ def _subset_indices(dataset, subset) -> np.ndarray:
     ids = list(getattr(dataset, "ids", None) or [])
     if not ids:
         raise ValueError("this source has no ids; pass integer indices as the subset")
-    lookup: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        sid = str(sid)
-        for k in {sid, os.path.basename(sid), os.path.splitext(os.path.basename(sid))[0]}:
-            lookup.setdefault(k, i)
-    idx, missing = [], []
-    for s in map(str, items):
-        key = next((k for k in (s, os.path.basename(s), os.path.splitext(os.path.basename(s))[0]) if k in lookup), None)
-        (idx.append(lookup[key]) if key is not None else missing.append(s))
+    idx, missing = match_subset(ids, items)
     if missing:
         raise ValueError(f"{len(missing)} of {len(items)} subset entries are not in the dataset "
                          f"(first: {missing[:3]}; dataset ids look like {ids[:2]})")
-    return np.asarray(idx, dtype=np.int64)
+    return idx
 
 
 def evaluate_subset(models: Mapping[str, nn.Module], dataset, subset=None, *, batch_size: int = 64,
@@ -286,11 +265,11 @@ def evaluate_subset(models: Mapping[str, nn.Module], dataset, subset=None, *, ba
         idx = _subset_indices(dataset, subset)
         if hasattr(dataset, "load_image"):  # decode only the listed images
             fs = FaceSet([dataset.load_image(int(i)) for i in idx], np.asarray(dataset.labels)[idx],
-                         None, None, getattr(dataset, "label_map", None))
+                         label_map=getattr(dataset, "label_map", None))
         else:
             full = as_face_set(dataset)
             fs = FaceSet([full.images[int(i)] for i in idx], None if full.labels is None else full.labels[idx],
-                         None, None, full.label_map)
+                         label_map=full.label_map)
     else:
         fs = as_face_set(dataset)
     _check_labels(models, fs)

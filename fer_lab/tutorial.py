@@ -169,7 +169,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
     noise flags; ``synthfer_options`` such as occlusion, pose, contempt_noise pass through).
     A real dataset: ``build_dataset(dataset, root, split)`` decoded once into the array cache at
     ``size`` px, then a seeded random subset of ``n`` faces (all when ``n`` is None) as a
-    :class:`fer_lab.distributions.FaceSet` (images, labels, dists = crowd votes when the dataset has
+    :class:`fer_lab.data.FaceSet` (images, labels, dists = crowd votes when the dataset has
     them, ids, label_map).
     """
     if not is_real(dataset):
@@ -181,7 +181,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
     if synthfer_options:
         raise ValueError(f"options {sorted(synthfer_options)} only apply to synthfer")
     from .data import build_cache, build_dataset
-    from .distributions import FaceSet
+    from .data import FaceSet
 
     ds = build_dataset(dataset, root, split, num_classes=num_classes)
     cache = build_cache(ds, size, grayscale=grayscale, progress=False)
@@ -190,7 +190,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
         idx = np.sort(np.random.default_rng(seed).choice(len(cache), int(n), replace=False))
     return FaceSet(np.asarray(cache.images[idx]), np.asarray(cache.labels)[idx],
                    None if cache.dists is None else np.asarray(cache.dists)[idx],
-                   [cache.ids[i] for i in idx], cache.label_map)
+                   cache.label_map, [cache.ids[i] for i in idx])
 
 
 def _run_dir(key: dict) -> Path:
