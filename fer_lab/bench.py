@@ -392,7 +392,7 @@ def format_report(result: dict) -> str:
     import io
     from contextlib import redirect_stdout
 
-    from .commands import print_table
+    from .report import format_table
 
     m, c = result["machine"], result["config"]
     buf = io.StringIO()
@@ -405,8 +405,8 @@ def format_report(result: dict) -> str:
         print(f"input {c['input_size']}x{c['input_size']}; latency batch 1: {c['repeats']} rounds x "
               f"{c['latency_iters']} calls after {c['warmup']} warm-up; throughput batch {c['throughput_batch']}: "
               f"{c['throughput_repeats']} calls; ONNX exporter {c['exporter']}\n")
-        print_table([{k: ("-" if r.get(k) is None else r.get(k)) for k in TABLE_COLUMNS} for r in result["rows"]],
-                    TABLE_COLUMNS)
+        print(format_table([{k: ("-" if r.get(k) is None else r.get(k)) for k in TABLE_COLUMNS}
+                            for r in result["rows"]], TABLE_COLUMNS))
         print("\n" + result["method"])
         for name, e in result.get("exports", {}).items():
             if e.get("error") or e.get("fallback_reason"):
@@ -417,13 +417,13 @@ def format_report(result: dict) -> str:
             print(f"  {t.get('note')}")
         else:
             rows = [{"target": k, **v} for k, v in t["targets"].items()]
-            print_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "target", k)))
+            print(format_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "target", k))))
             print(f"  time per image vs hard: ldg-online {t.get('ldg-online_vs_hard_time')}, "
                   f"ldg-cached {t.get('ldg-cached_vs_hard_time')}")
         cu = result["cuda"]
         print("\nCUDA:", cu.get("device") if cu.get("available") and cu.get("rows") else cu.get("note", "not available"))
         if cu.get("rows"):
-            print_table(cu["rows"], sorted({k for r in cu["rows"] for k in r}, key=lambda k: (k != "model", k)))
+            print(format_table(cu["rows"], sorted({k for r in cu["rows"] for k in r}, key=lambda k: (k != "model", k))))
         print("\ntargets (ratios from this run):")
         for name, tv in result["targets"].items():
             met = {True: "met", False: "MISSED", None: "n/a"}[tv["met"]]
