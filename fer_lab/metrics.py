@@ -217,7 +217,7 @@ def apply_prior_correction(probs, prior_correction: dict | None) -> np.ndarray:
     return prior_adjust(probs, pc["prior"], float(pc["tau"])).astype(np.float32)
 
 
-PRIOR_TAUS = (-0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
+PRIOR_TAUS = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus=PRIOR_TAUS) -> tuple[float, list]:
@@ -225,8 +225,8 @@ def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus
 
     ``criterion="balanced"``: the highest balanced accuracy; ``"mean"``: the highest mean of
     accuracy and balanced accuracy (a user wants rare expressions read without the common ones
-    collapsing).  Ties go to the smallest ``|tau|``.  Negative ``tau`` puts part of the prior back
-    (useful after train-time logit adjustment or balanced sampling).  Returns (tau, sweep rows).
+    collapsing).  Ties go to the smallest ``|tau|``.  Negative ``tau`` puts the prior back, partly
+    or (-1) wholly, after train-time logit adjustment (tau 1) or balanced sampling.  Returns (tau, sweep rows).
     """
     if criterion not in ("balanced", "mean"):
         raise ValueError(f"criterion must be 'balanced' or 'mean', got {criterion!r}")

@@ -1,5 +1,6 @@
-"""The shipped FER+ weights: load by name on a fresh clone, carry full metadata, and reproduce the
-FER+ test accuracy written in docs/results.md (±0.5 point; needs ../shared, skipped otherwise)."""
+"""The shipped FER+ weights: load by name on a fresh clone, carry full metadata (the post-hoc prior
+correction chosen on FER2013Valid included), and reproduce the FER+ test accuracy, balanced accuracy
+and per-class recall written in docs/results.md (±0.5 point; needs ../shared, skipped otherwise)."""
 import re
 from pathlib import Path
 
@@ -13,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("efficientface-ferplus", "baseline-ferplus")
 
 
-def _documented(name: str, key: str = "test_acc") -> float:
+def _documented(name: str, key: str = "test_acc"):
     text = (ROOT / "docs" / "results.md").read_text()
-    m = re.search(rf"^{re.escape(name)} {key}=([0-9.]+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} {key}=([0-9.,]+)$", text, re.M)
     assert m, f"docs/results.md has no machine-readable line '{name} {key}=...'"
-    return float(m.group(1))
+    vals = [float(v) for v in m.group(1).split(",")]
+    return vals[0] if len(vals) == 1 else vals
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -31,6 +33,12 @@ def test_shipped_weights_load_by_name_with_metadata(name):
     assert meta.arch == name.split("-")[0]
     assert (ROOT / "data" / "weights" / f"{name}.md").is_file(), "model card missing"
     assert abs(meta.metrics["ferplus_test_acc"] - _documented(name)) < 1e-6
+    # the prior correction travels with the weights: tau chosen on validation, training prior
+    pc = meta.prior_correction
+    assert pc["selected_on"] == "ferplus/valid" and pc["criterion"] == "mean" and 0 < pc["tau"] <= 1
+    assert len(pc["prior"]) == 8 and abs(sum(pc["prior"]) - 1) < 1e-4 and pc["prior"][7] < 0.01  # contempt
+    best = max(pc["sweep"], key=lambda r: r["score"])
+    assert best["tau"] == pc["tau"]
 
 
 def test_default_predictor_scores_a_real_photo():
@@ -48,8 +56,13 @@ def test_shipped_accuracy_matches_docs(ferplus_root, name):
     from fer_lab.evaluate import evaluate
 
     res = evaluate(name, "ferplus", ferplus_root, "test")
-    assert res["n"] == 3545
+    assert res["n"] == 3545 and res["prior_correction"]["tau"] > 0
     assert abs(res["accuracy"] - _documented(name)) <= 0.005
+    assert abs(res["balanced_accuracy"] - _documented(name, "test_balanced_acc")) <= 0.005
+    np.testing.assert_allclose(res["per_class_accuracy"], _documented(name, "test_per_class_recall"), atol=0.005)
+    raw = evaluate(name, "ferplus", ferplus_root, "test", prior_correction=False)
+    assert raw["prior_correction"]["tau"] == 0
+    assert abs(raw["accuracy"] - _documented(name, "test_acc_raw")) <= 0.005
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -1,0 +1,57 @@
+"""Give the shipped FER+ weights a post-hoc prior correction chosen on FER2013Valid, and record what it
+does on FER2013Test in their metadata (the weights themselves do not change).
+
+    python tools/ferplus_ship_prior.py --root ../shared/data/ferplus [--criterion mean]
+
+For each shipped name: ``fer_lab.evaluate.fit_prior_correction`` (prior = FER2013Train majority-label
+frequencies, tau on FER2013Valid by --criterion), then ``evaluate`` on FER2013Test with and without
+it; the checkpoint is rewritten in data/weights with ``meta.prior_correction`` and the test metrics
+(``ferplus_test_acc`` = as served, i.e. corrected; ``ferplus_test_acc_raw`` = without).  Prints the
+machine-readable lines docs/results.md keeps for tests/test_shipped_weights.py.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None):
+    from fer_lab.checkpoint import load_model, save_model, weights_dir
+    from fer_lab.evaluate import evaluate, fit_prior_correction
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="../shared/data/ferplus")
+    ap.add_argument("--names", nargs="+", default=["efficientface-ferplus", "baseline-ferplus"])
+    ap.add_argument("--criterion", choices=("mean", "balanced"), default="mean")
+    args = ap.parse_args(argv)
+    for name in args.names:
+        src = weights_dir() / f"{name}.safetensors"
+        model = load_model(src)
+        pc = fit_prior_correction(src, "ferplus", args.root, split="valid", criterion=args.criterion)
+        raw = evaluate(src, "ferplus", args.root, "test", prior_correction=False)
+        meta = model.meta
+        meta.prior_correction = pc
+        tmp = src.with_name(f".{name}.prior.safetensors")
+        save_model(model, tmp, meta)
+        cor = evaluate(tmp, "ferplus", args.root, "test")
+        cor_tta = evaluate(tmp, "ferplus", args.root, "test", tta_flip=True)
+        meta.metrics = {**meta.metrics, "ferplus_test_acc": cor["accuracy"], "ferplus_test_balanced_acc":
+                        cor["balanced_accuracy"], "ferplus_test_acc_raw": raw["accuracy"],
+                        "ferplus_test_balanced_acc_raw": raw["balanced_accuracy"]}
+        save_model(model, src, meta)
+        tmp.unlink()
+        row = next(r for r in pc["sweep"] if r["tau"] == pc["tau"])
+        print(f"# {name}: tau {pc['tau']:g} on FER2013Valid ({args.criterion}): val {100 * row['accuracy']:.2f} / "
+              f"balanced {100 * row['balanced_accuracy']:.2f}; test raw {100 * raw['accuracy']:.2f} / "
+              f"{100 * raw['balanced_accuracy']:.2f} -> corrected {100 * cor['accuracy']:.2f} / "
+              f"{100 * cor['balanced_accuracy']:.2f}")
+        pcs = ",".join(f"{v:.4f}" for v in cor["per_class_accuracy"])
+        print(f"{name} test_acc={cor['accuracy']}\n{name} test_balanced_acc={cor['balanced_accuracy']}\n"
+              f"{name} test_per_class_recall={pcs}\n{name} test_acc_tta_flip={cor_tta['accuracy']}\n"
+              f"{name} test_acc_raw={raw['accuracy']}")
+
+
+if __name__ == "__main__":
+    main()
