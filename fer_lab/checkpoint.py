@@ -36,27 +36,28 @@ class CheckpointError(ValueError):
 
 
 def weights_dir() -> Path:
-    """Where shipped weights live: $FER_LAB_WEIGHTS, else the repository's data/weights (installed
-    as package data, see :mod:`fer_lab.shipped`)."""
-    env = os.environ.get("FER_LAB_WEIGHTS")
-    if env:
-        return Path(env)
-    from .shipped import shipped_dir
+    """Where shipped weights live (see :func:`fer_lab.shipped.weights_dir`)."""
+    from .shipped import weights_dir as _weights_dir
 
-    return shipped_dir() / "weights"
+    return _weights_dir()
 
 
 def list_shipped() -> list[str]:
-    d = weights_dir()
-    return sorted(p.stem for p in d.glob("*.safetensors")) if d.is_dir() else []
+    """Names :func:`load_model` accepts (see :func:`fer_lab.shipped.list_shipped`)."""
+    from .shipped import list_shipped as _list_shipped
+
+    return _list_shipped()
 
 
 def resolve_weights(path_or_name: str | os.PathLike) -> Path:
+    """An existing file, or a shipped name looked up through :data:`fer_lab.shipped.SHIPPED_WEIGHTS`."""
+    from .shipped import weights_path
+
     p = Path(path_or_name)
     if p.is_file():
         return p
     if not p.suffix and os.sep not in str(path_or_name):
-        cand = weights_dir() / f"{path_or_name}.safetensors"
+        cand = weights_path(str(path_or_name))
         if cand.is_file():
             return cand
         raise CheckpointError(f"no shipped weights named {str(path_or_name)!r} in {weights_dir()}; "

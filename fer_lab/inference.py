@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 
 from .labels import CANONICAL
+from .shipped import DEFAULT_WEIGHTS
 
 __all__ = ["Predictor", "FacePrediction", "ImageResult", "DEFAULT_WEIGHTS", "WHOLE_IMAGE_RECIPES",
            "predict_files"]
 
-DEFAULT_WEIGHTS = "efficientface-ferplus"
 BACKENDS = ("torch", "onnx", "auto")
 # recipes meaning "the network takes the whole image as it is" (no face detection needed)
 WHOLE_IMAGE_RECIPES = ("none",)
