@@ -29,6 +29,7 @@ Design decisions (documented in docs/analysis.md):
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
@@ -36,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .labels import canonical
 from .preprocess import Preprocess, to_rgb_uint8
 
 if TYPE_CHECKING:  # pandas is imported where it is used (it is slow to import)
@@ -98,34 +98,24 @@ def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence
 
 
 def preprocess_for(model: nn.Module, input_size: int | None = None) -> Preprocess:
-    """The preprocessing that belongs to ``model``.
-
-    Loaded checkpoints carry ``model.preprocess``; bare ``create_model`` models use their
-    registry defaults (``model.arch``).  ``input_size`` overrides the size only (EfficientFace
-    family: any multiple of 16).
-    """
+    """``model.preprocess`` (every model from ``create_model`` or ``load_model`` carries one),
+    with ``input_size`` overriding the size only (EfficientFace family: any multiple of 16)."""
     pre = getattr(model, "preprocess", None)
     if pre is None:
-        arch = getattr(model, "arch", None)
-        if arch is None:
-            raise ValueError(f"{type(model).__name__} carries no .preprocess and no registry .arch; "
-                             "load it with fer_lab.checkpoint.load_model or build it with create_model")
-        from .models import model_default_cfg
-
-        cfg = model_default_cfg(arch)
-        pre = Preprocess(int(cfg["input_size"]), tuple(cfg["mean"]), tuple(cfg["std"]))
+        raise ValueError(f"{type(model).__name__} carries no .preprocess; "
+                         "build it with fer_lab.create_model or fer_lab.load_model")
     if input_size is not None and int(input_size) != pre.input_size:
-        pre = Preprocess(int(input_size), pre.mean, pre.std, pre.grayscale)
+        pre = replace(pre, input_size=int(input_size))
     return pre
 
 
 def model_label_names(model: nn.Module) -> list[str]:
-    """Class names for the model's outputs (its label map, else canonical 7/8, else class_i)."""
+    """Class names for the model's outputs, in order (``model.label_map``)."""
     lm = getattr(model, "label_map", None)
-    if lm is not None:
-        return list(lm)
-    n = _num_classes(model)
-    return canonical(n).to_list() if n in (7, 8) else [f"class_{i}" for i in range(n)]
+    if lm is None:
+        raise ValueError(f"{type(model).__name__} carries no .label_map; "
+                         "build it with fer_lab.create_model or fer_lab.load_model")
+    return list(lm)
 
 
 def _num_classes(model: nn.Module) -> int:

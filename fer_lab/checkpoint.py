@@ -1,8 +1,10 @@
 """One loader for every checkpoint: fer_lab's own format, the authors' files, shipped names.
 
 Own format: a single ``.safetensors`` file whose header metadata holds ``fer_lab`` = JSON of
-:class:`ModelMeta` (arch, ordered labels, input size, mean/std, grayscale, crop recipe, training
-dataset, metrics, config).  Loading rebuilds model + preprocessing with no other knowledge.
+:class:`~fer_lab.meta.ModelMeta` (arch, ordered labels, input size, mean/std, grayscale, crop
+recipe, training dataset, metrics, config).  Loading creates the model (which carries its
+architecture's registry defaults) and overlays what the file holds; settings a file lacks keep
+those defaults.
 
 Official EfficientFace/LDG files: ``{'state_dict': ...}`` dicts (or bare state dicts) with
 DataParallel ``module.`` prefixes, ``.tar``/``.pth.tar``; the 12,666-way MS-Celeb head is
@@ -10,11 +12,9 @@ dropped with a warning.  Always ``torch.load(weights_only=True, map_location='cp
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,14 +22,12 @@ import torch
 import torch.nn as nn
 
 from .labels import LabelMap, canonical
-from .models import create_model, list_models
-from .models.registry import RAFDB_MEAN, RAFDB_STD
-from .preprocess import Preprocess
+from .meta import ModelMeta, attach_meta
+from .models import create_model, list_models, model_default_cfg
 
 __all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file",
            "weights_dir", "list_shipped", "resolve_weights", "atomic_write"]
 
-FORMAT_VERSION = 1
 MSCELEB_CLASSES = 12666
 
 
@@ -37,68 +35,29 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
-@dataclass
-class ModelMeta:
-    arch: str
-    labels: list
-    input_size: int = 224
-    mean: tuple = RAFDB_MEAN
-    std: tuple = RAFDB_STD
-    grayscale: bool = False
-    crop: dict = field(default_factory=lambda: {"recipe": "none"})
-    arch_kwargs: dict = field(default_factory=dict)
-    dataset: str | None = None
-    metrics: dict = field(default_factory=dict)
-    train_config: dict = field(default_factory=dict)
-    # post-hoc prior correction chosen on validation: {"tau", "prior", "criterion", ...}; applied to
-    # the probabilities by Predictor / fer-lab predict / eval / the app unless switched off
-    prior_correction: dict = field(default_factory=dict)
-    source: str = "fer_lab"
-    format_version: int = FORMAT_VERSION
-
-    @property
-    def label_map(self) -> LabelMap:
-        return LabelMap(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return json.dumps(d, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ModelMeta":
-        d = json.loads(text)
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known["mean"], known["std"] = tuple(known.get("mean", RAFDB_MEAN)), tuple(known.get("std", RAFDB_STD))
-        return cls(**known)
-
-
 def weights_dir() -> Path:
-    """Where shipped weights live: $FER_LAB_WEIGHTS, else the repository's data/weights (installed
-    as package data, see :mod:`fer_lab.shipped`)."""
-    env = os.environ.get("FER_LAB_WEIGHTS")
-    if env:
-        return Path(env)
-    from .shipped import shipped_dir
+    """Where shipped weights live (see :func:`fer_lab.shipped.weights_dir`)."""
+    from .shipped import weights_dir as _weights_dir
 
-    return shipped_dir() / "weights"
+    return _weights_dir()
 
 
 def list_shipped() -> list[str]:
-    d = weights_dir()
-    return sorted(p.stem for p in d.glob("*.safetensors")) if d.is_dir() else []
+    """Names :func:`load_model` accepts (see :func:`fer_lab.shipped.list_shipped`)."""
+    from .shipped import list_shipped as _list_shipped
+
+    return _list_shipped()
 
 
 def resolve_weights(path_or_name: str | os.PathLike) -> Path:
+    """An existing file, or a shipped name looked up through :data:`fer_lab.shipped.SHIPPED_WEIGHTS`."""
+    from .shipped import weights_path
+
     p = Path(path_or_name)
     if p.is_file():
         return p
     if not p.suffix and os.sep not in str(path_or_name):
-        cand = weights_dir() / f"{path_or_name}.safetensors"
+        cand = weights_path(str(path_or_name))
         if cand.is_file():
             return cand
         raise CheckpointError(f"no shipped weights named {str(path_or_name)!r} in {weights_dir()}; "
@@ -135,9 +94,11 @@ def file_sha1(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, meta: ModelMeta) -> Path:
-    """Save weights + metadata as one safetensors file (atomic)."""
+def save_model(model: nn.Module, path: str | os.PathLike, meta: ModelMeta | None = None) -> Path:
+    """Save weights + metadata (default: the model's own ``.meta``) as one safetensors file (atomic)."""
     from safetensors.torch import save_file
+
+    meta = meta if meta is not None else model.meta
 
     if meta.num_classes != _num_outputs(model):
         raise CheckpointError(f"metadata lists {meta.num_classes} labels but the model has "
@@ -176,7 +137,10 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict, ModelMeta | Non
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # SafetensorError, truncated header, bad JSON ...
             raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
-        meta = ModelMeta.from_json(meta_raw) if meta_raw else None
+        try:
+            meta = ModelMeta.from_json(meta_raw) if meta_raw else None
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: unreadable fer_lab metadata: {e}") from None
         return _strip_prefix(state), meta
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -227,7 +191,8 @@ def _fit_state(model: nn.Module, state: dict, path: Path, arch: str) -> None:
 
 def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, num_classes: int | None = None,
                labels=None, device: str | torch.device = "cpu") -> nn.Module:
-    """Load any checkpoint; returns the model in eval mode with ``.meta`` and ``.preprocess``.
+    """Load any checkpoint; returns the model in eval mode with ``.meta``, ``.preprocess`` and
+    ``.label_map`` (as :func:`fer_lab.create_model` attaches them, overlaid with the file's).
 
     ``labels`` (list or LabelMap) is checked against the file's labels (refused on mismatch) or
     supplies them for official files, which carry none (default: canonical 7/8-class order).
@@ -241,18 +206,19 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, num_
             raise CheckpointError(f"{path} names unknown arch {meta.arch!r}")
         if labels is not None:
             meta.label_map.check_compatible(LabelMap(labels), "checkpoint", "requested label map")
-        model = create_model(meta.arch, num_classes=meta.num_classes, **meta.arch_kwargs)
+        model = create_model(meta.arch, labels=meta.labels, **meta.arch_kwargs)
         _fit_state(model, state, path, meta.arch)
     else:
         arch = arch or infer_arch(state)
         if arch not in list_models():
             raise CheckpointError(f"unknown arch {arch!r}; available: {list_models()}")
-        fc_w = state.get("fc.weight")
-        file_classes = int(fc_w.shape[0]) if fc_w is not None else None
+        head = model_default_cfg(arch)["classifier"]
+        head_w = state.get(f"{head}.weight")
+        file_classes = int(head_w.shape[0]) if head_w is not None else None
         if file_classes == MSCELEB_CLASSES:
             warnings.warn(f"{path}: dropping the {MSCELEB_CLASSES}-way MS-Celeb-1M identity head; "
                           "the expression classifier is freshly initialised", stacklevel=2)
-            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
             file_classes = None
         n = num_classes or (len(labels) if labels is not None else None) or file_classes or 7
         if file_classes is not None and n != file_classes:
@@ -260,15 +226,14 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, num_
         label_map = LabelMap(labels) if labels is not None else canonical(n) if n in (7, 8) else None
         if label_map is None or len(label_map) != n:
             raise CheckpointError(f"{path}: give labels= for a {n}-class head")
-        model = create_model(arch, num_classes=n)
+        model = create_model(arch, labels=label_map.to_list())
         if file_classes is None:
             own = model.state_dict()
-            state = {**state, "fc.weight": own["fc.weight"], "fc.bias": own["fc.bias"]}
+            state = {**state, **{k: v for k, v in own.items() if k.startswith(f"{head}.")}}
         _fit_state(model, state, path, arch)
+        # the registry defaults of ``arch`` (RAF-DB statistics, 224 px) are the authors' settings
         meta = ModelMeta(arch=arch, labels=label_map.to_list(), source=f"official:{path.name}",
                          crop={"recipe": "prealigned", "note": "official models expect RetinaFace-aligned 224 crops"})
-    model.meta = meta
-    model.label_map = meta.label_map
-    model.preprocess = Preprocess.from_meta(meta)
+    attach_meta(model, meta)
     model.checkpoint_path = str(path)
     return model.to(device).eval()

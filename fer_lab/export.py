@@ -52,21 +52,12 @@ class ExportReport:
 
 
 def meta_for_model(model: nn.Module) -> ModelMeta:
-    """The model's checkpoint metadata, or its registry defaults for a freshly created model."""
+    """``model.meta`` (every model from ``create_model`` or ``load_model`` carries one)."""
     meta = getattr(model, "meta", None)
-    if meta is not None:
-        return meta
-    from .labels import canonical
-    from .models import model_default_cfg
-
-    arch = getattr(model, "arch", None)
-    if arch is None:
-        raise ValueError("model has neither .meta nor .arch; create it with create_model() or load_model()")
-    cfg = model_default_cfg(arch)
-    n = model.get_classifier().out_features if hasattr(model, "get_classifier") else 7
-    labels = canonical(n).to_list() if n in (7, 8) else [f"class_{i}" for i in range(n)]
-    return ModelMeta(arch=arch, labels=labels, input_size=cfg["input_size"], mean=cfg["mean"], std=cfg["std"],
-                     source="untrained:create_model")
+    if meta is None:
+        raise ValueError(f"{type(model).__name__} carries no .meta; "
+                         "build it with fer_lab.create_model or fer_lab.load_model")
+    return meta
 
 
 def onnx_metadata(meta: ModelMeta) -> dict[str, str]:

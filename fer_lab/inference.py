@@ -3,10 +3,10 @@
 One :class:`Predictor` per checkpoint is shared by ``fer-lab predict``, the Gradio app and the
 notebooks, so all of them detect, crop and normalise exactly as the weights' metadata says:
 
-* the crop recipe comes from ``model.meta.crop["recipe"]`` (``"none"``: the whole image is the
-  input; ``"prealigned"``, the authors' files: detected faces are cropped with the default
-  recipe, the whole image is used when detection is off);
-* resize / grayscale / mean / std come from ``model.preprocess`` (built from the same metadata);
+* the crop recipe, resize, grayscale and mean/std come from ``model.preprocess`` (built from
+  ``model.meta``; ``"none"``: the whole image is the input; ``"prealigned"``, the authors' files:
+  detected faces are cropped with the ``"wide"`` recipe, the whole image is used when detection
+  is off);
 * all faces of one image go through the network as one batch.
 
 ``FacePrediction.latency_ms`` is the model time for the image (preprocessing of the crops plus the
@@ -26,18 +26,14 @@ import torch
 import torch.nn as nn
 
 from .labels import CANONICAL
+from .shipped import DEFAULT_WEIGHTS
 
 __all__ = ["Predictor", "FacePrediction", "ImageResult", "DEFAULT_WEIGHTS", "WHOLE_IMAGE_RECIPES",
            "predict_files"]
 
-DEFAULT_WEIGHTS = "efficientface-ferplus"
 BACKENDS = ("torch", "onnx", "auto")
 # recipes meaning "the network takes the whole image as it is" (no face detection needed)
 WHOLE_IMAGE_RECIPES = ("none",)
-# the authors' files were trained on pre-aligned face crops; for photos we crop detected faces
-PREALIGNED_RECIPES = ("prealigned",)
-# the authors' crops (RetinaFace-aligned RAF-DB/AffectNet faces) include hair and chin
-PREALIGNED_PHOTO_RECIPE = "wide"
 
 
 @dataclass
@@ -101,8 +97,8 @@ class Predictor:
 
     Args:
         weights: shipped name (``efficientface-ferplus``), checkpoint path (own ``.safetensors`` or
-            the authors' ``.pth.tar``/``.tar``) or an already loaded model carrying ``.meta`` and
-            ``.preprocess`` (as returned by :func:`fer_lab.load_model`).
+            the authors' ``.pth.tar``/``.tar``) or a model from :func:`fer_lab.load_model` or
+            :func:`fer_lab.create_model` (both carry ``.meta`` and ``.preprocess``).
         device: torch device.
         recipe: override the checkpoint's crop recipe (rarely right: the model was trained on it).
         backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime on CPU: the model is exported
@@ -129,7 +125,8 @@ class Predictor:
             model = weights
             for attr in ("meta", "preprocess"):
                 if not hasattr(model, attr):
-                    raise ValueError(f"a model passed to Predictor needs .{attr} (load it with fer_lab.load_model)")
+                    raise ValueError(f"a model passed to Predictor needs .{attr} "
+                                     "(build it with fer_lab.create_model or fer_lab.load_model)")
             self.name = getattr(model, "checkpoint_path", None) or getattr(model.meta, "arch", "model")
             model = model.to(device).eval()
         else:
@@ -140,13 +137,14 @@ class Predictor:
         self.model = model
         self.device = torch.device(device)
         self.meta = model.meta
-        self.preprocess = model.preprocess
+        # an overriding recipe replaces the checkpoint's crop dict (and the margins it records)
+        self.preprocess = replace(model.preprocess, crop={"recipe": recipe}) if recipe else model.preprocess
         self.labels: tuple[str, ...] = tuple(model.meta.labels)
         self.recipe_override = recipe
         self.tta_flip = bool(tta_flip)
         self.prior_correction = dict(getattr(model.meta, "prior_correction", None) or {}) if prior_correction else {}
         self.prior_tau = float(self.prior_correction.get("tau", 0.0))
-        self.recipe = recipe or (model.meta.crop or {}).get("recipe", "none")
+        self.recipe = self.preprocess.recipe
         self.crop_recipe()  # unknown recipe names fail here, not on the first image
         # CAM hooks live on the shared model and would see a concurrent forward: one use at a time
         self._lock = threading.Lock()
@@ -184,14 +182,8 @@ class Predictor:
         return self.recipe in WHOLE_IMAGE_RECIPES
 
     def crop_recipe(self, detect: bool = True):
-        """The :class:`fer_lab.faces.CropRecipe` used for this model's faces."""
-        from .faces import get_recipe
-
-        if self.recipe in PREALIGNED_RECIPES and detect:
-            return get_recipe(PREALIGNED_PHOTO_RECIPE)
-        if self.recipe_override is None and self.recipe == (self.meta.crop or {}).get("recipe"):
-            return get_recipe(self.meta.crop)  # honours margins etc. recorded at training time
-        return get_recipe(self.recipe)
+        """The :class:`fer_lab.faces.CropRecipe` used for this model's faces (``preprocess.crop_recipe``)."""
+        return self.preprocess.crop_recipe(detect)
 
     def detect(self, image: np.ndarray, max_faces: int | None = None) -> list:
         """Faces in a loaded image (largest first), with eye landmarks when the recipe aligns."""

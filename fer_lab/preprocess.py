@@ -1,19 +1,26 @@
 """Preprocessing that travels with the weights.
 
-A checkpoint's metadata (input size, mean/std, grayscale, crop recipe) builds the transform;
-training (the cache builder and the evaluation transform) and inference (``fer-lab predict``,
-the app) call the same functions, so the model sees identical crops and pixels in both.
+A model's metadata (input size, mean/std, grayscale, crop recipe; from its checkpoint, or the
+registry defaults for a freshly created model) builds the transform; training (the cache builder
+and the evaluation transform) and inference (``fer-lab predict``, the app) call the same
+functions, so the model sees identical crops and pixels in both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Preprocess", "resize_square", "to_rgb_uint8", "normalize_uint8"]
+__all__ = ["Preprocess", "resize_square", "to_rgb_uint8", "normalize_uint8", "PREALIGNED_RECIPES",
+           "PREALIGNED_PHOTO_RECIPE"]
+
+# the authors' files were trained on pre-aligned face crops; for photos we crop detected faces
+PREALIGNED_RECIPES = ("prealigned",)
+# the authors' crops (RetinaFace-aligned RAF-DB/AffectNet faces) include hair and chin
+PREALIGNED_PHOTO_RECIPE = "wide"
 
 
 def to_rgb_uint8(img) -> np.ndarray:
@@ -65,14 +72,39 @@ def normalize_uint8(batch: torch.Tensor, mean: Sequence[float], std: Sequence[fl
 
 @dataclass(frozen=True)
 class Preprocess:
+    """Face crop -> the model's input: crop recipe, resize, grayscale, normalisation.
+
+    ``crop`` is the metadata's crop dict (``ModelMeta.crop``: recipe name plus the parameters
+    recorded at training time); :meth:`crop_recipe` turns it into a :class:`fer_lab.faces.CropRecipe`.
+    """
+
     input_size: int = 224
     mean: tuple = (0.5, 0.5, 0.5)
     std: tuple = (0.5, 0.5, 0.5)
     grayscale: bool = False
+    crop: dict = field(default_factory=lambda: {"recipe": "none"}, hash=False)
 
     @classmethod
     def from_meta(cls, meta) -> "Preprocess":
-        return cls(int(meta.input_size), tuple(meta.mean), tuple(meta.std), bool(meta.grayscale))
+        return cls(int(meta.input_size), tuple(meta.mean), tuple(meta.std), bool(meta.grayscale),
+                   dict(meta.crop or {"recipe": "none"}))
+
+    @property
+    def recipe(self) -> str:
+        """The crop recipe's name (``"none"``: the input already is a face crop)."""
+        return self.crop.get("recipe", "none")
+
+    def crop_recipe(self, detect: bool = True):
+        """The :class:`fer_lab.faces.CropRecipe` that frames a detected face for this model.
+
+        ``"prealigned"`` (the authors' files) has no recipe of its own: with detection, faces in
+        photos are cropped with ``"wide"`` framing; without, the whole image is the input.
+        """
+        from .faces import get_recipe
+
+        if self.recipe in PREALIGNED_RECIPES and detect:
+            return get_recipe(PREALIGNED_PHOTO_RECIPE)
+        return get_recipe(self.crop)  # honours margins etc. recorded at training time
 
     def resize(self, face) -> np.ndarray:
         return resize_square(to_rgb_uint8(face), self.input_size, self.grayscale)

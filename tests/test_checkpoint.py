@@ -1,3 +1,4 @@
+import json
 
 import pytest
 import torch
@@ -5,6 +6,7 @@ import torch
 from fer_lab import LabelMap, LabelMapMismatch, canonical, create_model, load_model
 from fer_lab.checkpoint import CheckpointError, ModelMeta, save_model
 from fer_lab.labels import native_label_map, native_to_canonical
+from fer_lab.models import model_default_cfg
 
 
 def _same_outputs(a, b, size=64):
@@ -112,3 +114,33 @@ def test_native_label_maps():
     with pytest.raises(ValueError):
         LabelMap(["neutral", "neutral"])
     assert LabelMap(["Happy", "sad"]).names == ("happiness", "sadness")
+
+
+def test_file_settings_overlay_the_registry_defaults(tmp_path):
+    """Settings a file lacks keep the architecture's defaults (ImageNet statistics for MobileNet,
+    not RAF-DB); what the file holds wins."""
+    from safetensors.torch import save_file
+
+    m = create_model("mobilenetv3_small", num_classes=8)
+    path = tmp_path / "old.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path),
+              metadata={"fer_lab": json.dumps({"arch": "mobilenetv3_small", "labels": canonical(8).to_list(),
+                                                "input_size": 96})})
+    loaded = load_model(path)
+    assert loaded.preprocess.input_size == 96 and loaded.label_map == canonical(8)
+    assert loaded.preprocess.mean == model_default_cfg("mobilenetv3_small")["mean"] == (0.485, 0.456, 0.406)
+    assert loaded.preprocess.crop == {"recipe": "none"} and _same_outputs(m, loaded)
+
+
+def test_bare_state_dict_head_found_by_the_registry_classifier_name(tmp_path):
+    """MobileNet's head is ``classifier.3``, not ``fc``: its class count comes from the file."""
+    m = create_model("mobilenetv3_small", num_classes=8)
+    torch.save(m.state_dict(), tmp_path / "mnv3.pth")
+    loaded = load_model(tmp_path / "mnv3.pth", arch="mobilenetv3_small")
+    assert loaded.label_map == canonical(8) and _same_outputs(m, loaded)
+
+
+def test_save_model_defaults_to_the_models_own_meta(tmp_path):
+    m = create_model("cnn_tiny", labels=["neutral", "happiness", "sadness"])
+    loaded = load_model(save_model(m, tmp_path / "t.safetensors"))
+    assert loaded.label_map == m.label_map and loaded.preprocess == m.preprocess and _same_outputs(m, loaded)

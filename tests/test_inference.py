@@ -125,7 +125,7 @@ def test_predictor_from_module_and_bad_arguments(weights):
     m = load_model(weights / "baseline-ferplus.safetensors")
     assert Predictor(m).labels == tuple(canonical(8).to_list())
     with pytest.raises(ValueError, match="meta"):
-        Predictor(create_model("baseline"))
+        Predictor(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="unknown crop recipe"):
         Predictor(m, recipe="nonsense")
     with pytest.raises(ValueError, match="no shipped weights"):
@@ -226,3 +226,20 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
         np.testing.assert_allclose(tta_cams[moved], want, atol=1e-4)
         assert np.abs(tta_cams[moved] - plain_cams[moved]).max() > 1e-3, backend   # a different map than before
         np.testing.assert_allclose(tta_cams[kept], plain_cams[kept], atol=1e-5)
+
+
+def test_predictor_accepts_a_freshly_created_model(images):
+    """create_model's registry config is all a Predictor needs: labels, preprocessing, crop recipe."""
+    m = create_model("cnn_tiny", num_classes=8)
+    p = Predictor(m)
+    assert p.labels == tuple(canonical(8).to_list()) and p.recipe == "none" and p.whole_image_only
+    assert p.preprocess is m.preprocess and p.crop_recipe().detect is False
+    [face] = p.predict(images / "astronaut.png")
+    assert face.box is None and face.crop.shape == (224, 224, 3)
+    with torch.inference_mode():
+        ref = torch.softmax(m(m.preprocess([np.asarray(Image.open(images / "astronaut.png").convert("RGB"))])), 1)
+    assert np.allclose(face.probs, ref[0].numpy(), atol=1e-5)
+    # an overriding recipe is part of the Predictor's preprocessing; the model's is untouched
+    wide = Predictor(m, recipe="wide")
+    assert wide.crop_recipe().name == "wide" and wide.preprocess.crop == {"recipe": "wide"}
+    assert m.preprocess.crop == {"recipe": "none"}

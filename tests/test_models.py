@@ -3,7 +3,11 @@ import json
 import pytest
 import torch
 
-from fer_lab.models import create_model, get_cam_target_layer, list_models
+from fer_lab import LabelMap, canonical
+from fer_lab.checkpoint import ModelMeta
+from fer_lab.models import create_model, get_cam_target_layer, list_models, model_default_cfg
+from fer_lab.models.registry import IMAGENET_MEAN, IMAGENET_STD, RAFDB_MEAN
+from fer_lab.preprocess import Preprocess
 from fer_lab.complexity import count_params, paper_macs, plain_macs
 
 from _helpers import spread_batchnorm
@@ -119,3 +123,36 @@ def test_modulator_sum_variant_is_papers_eq1():
     m = create_model("efficientface", modulator_combine="sum").eval()
     with torch.no_grad():
         assert m(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_created_model_carries_its_registry_config(name):
+    """A fresh model has the settings a loaded checkpoint has, all from the registry's config."""
+    cfg = model_default_cfg(name)
+    m = create_model(name)
+    assert m.arch == name and m.default_cfg == cfg
+    assert m.meta.arch == name and m.meta.labels == list(cfg["labels"]) and m.label_map == LabelMap(cfg["labels"])
+    assert (m.meta.input_size, m.meta.mean, m.meta.std, m.meta.crop) == \
+        (cfg["input_size"], cfg["mean"], cfg["std"], cfg["crop"])
+    assert m.preprocess == Preprocess(cfg["input_size"], cfg["mean"], cfg["std"], cfg["grayscale"], cfg["crop"])
+    assert m.get_submodule(cfg["classifier"]) is m.get_classifier()
+    assert m.get_classifier().out_features == len(cfg["labels"]) == m.meta.num_classes
+    assert get_cam_target_layer(m) is m.get_submodule(cfg["cam_layer"])
+    # a bare ModelMeta for the architecture takes the same defaults
+    fields = ("labels", "input_size", "mean", "std", "grayscale", "crop")
+    assert [getattr(ModelMeta(arch=name), k) for k in fields] == [getattr(m.meta, k) for k in fields]
+
+
+def test_create_model_label_maps_and_registry_statistics():
+    m8 = create_model("baseline", num_classes=8)
+    assert m8.label_map == canonical(8) and m8.get_classifier().out_features == 8
+    two = create_model("cnn_tiny", labels=["neutral", "happy"])
+    assert two.label_map == LabelMap(["neutral", "happiness"]) and two.get_classifier().out_features == 2
+    with pytest.raises(ValueError, match="labels="):
+        create_model("baseline", num_classes=5)
+    with pytest.raises(ValueError, match="num_classes=8 but 2 labels"):
+        create_model("cnn_tiny", num_classes=8, labels=["neutral", "happiness"])
+    # each architecture's own statistics: ImageNet for the torchvision peer, RAF-DB for the paper's
+    assert create_model("mobilenetv3_small").preprocess.mean == IMAGENET_MEAN
+    assert create_model("efficientface").preprocess.mean == RAFDB_MEAN
+    assert ModelMeta(arch="mobilenetv3_small", labels=canonical(8).to_list()).std == IMAGENET_STD

@@ -9,9 +9,20 @@ import pytest
 
 from fer_lab import canonical, load_model
 from fer_lab.checkpoint import list_shipped
+from fer_lab.shipped import SHIPPED_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ("efficientface-ferplus", "baseline-ferplus")
+SHIPPED = tuple(SHIPPED_WEIGHTS)
+
+
+def test_the_table_names_every_shipped_file(monkeypatch, tmp_path):
+    """data/weights holds exactly the table's files and cards; $FER_LAB_WEIGHTS redirects the lookup."""
+    files = {p.name for p in (ROOT / "data" / "weights").iterdir()}
+    assert files == {f for w in SHIPPED_WEIGHTS.values() for f in (w.file, w.card)}
+    assert list_shipped()[:len(SHIPPED)] == list(SHIPPED)
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(tmp_path))
+    (tmp_path / "mine.safetensors").write_bytes(b"")
+    assert list_shipped() == ["mine"]
 
 
 def _documented(name: str, key: str = "test_acc"):
@@ -30,8 +41,8 @@ def test_shipped_weights_load_by_name_with_metadata(name):
     assert m.label_map == canonical(8) and meta.dataset == "ferplus"
     assert meta.crop["recipe"] == "ferplus" and meta.crop["train_recipe"] == "none"
     assert meta.grayscale and meta.input_size % 16 == 0
-    assert meta.arch == name.split("-")[0]
-    assert (ROOT / "data" / "weights" / f"{name}.md").is_file(), "model card missing"
+    assert meta.arch == SHIPPED_WEIGHTS[name].arch
+    assert (ROOT / "data" / "weights" / SHIPPED_WEIGHTS[name].card).is_file(), "model card missing"
     assert abs(meta.metrics["ferplus_test_acc"] - _documented(name)) < 1e-6
     # the prior correction travels with the weights: tau chosen on validation, training prior
     pc = meta.prior_correction

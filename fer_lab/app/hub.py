@@ -14,13 +14,14 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, file_sha1, list_shipped, weights_dir
 from ..inference import Predictor
+from ..shipped import DEFAULT_WEIGHTS, SHIPPED_WEIGHTS
 
 __all__ = ["ModelHub", "DEFAULT_PAIR", "default_backend"]
 
 log = logging.getLogger(__name__)
 
-# (left column, right column): the paper's comparison
-DEFAULT_PAIR = ("baseline-ferplus", "efficientface-ferplus")
+# (left column, right column): the paper's comparison, both from the shipped-weights table
+DEFAULT_PAIR = (SHIPPED_WEIGHTS["baseline-ferplus"].name, DEFAULT_WEIGHTS)
 CHECKPOINT_SUFFIXES = (".safetensors", ".tar", ".pth", ".pt", ".bin")
 
 

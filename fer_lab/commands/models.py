@@ -5,19 +5,23 @@ from . import print_json, print_table
 def run(args) -> int:
     from ..checkpoint import list_shipped
     from ..models import create_model, list_models, model_default_cfg
+    from ..shipped import SHIPPED_WEIGHTS
 
     rows = []
     for name in list_models():
         cfg = model_default_cfg(name)
         m = create_model(name, num_classes=args.num_classes)
         rows.append({"model": name, "params": sum(p.numel() for p in m.parameters()),
-                     "cam_layer": m.cam_target_layer, "input_size": cfg["input_size"], "paper": cfg["paper"]})
+                     "cam_layer": cfg["cam_layer"], "input_size": cfg["input_size"], "paper": cfg["paper"]})
     shipped = list_shipped()
     if args.json:
         print_json({"models": rows, "shipped_weights": shipped})
     else:
         print_table(rows)
-        print(f"\nshipped weights: {', '.join(shipped) or 'none'}")
+        print("\nshipped weights:" + ("" if shipped else " none"))
+        for name in shipped:
+            w = SHIPPED_WEIGHTS.get(name)
+            print(f"  {name}" + (f"  ({w.description})" if w else ""))
     return 0
 
 

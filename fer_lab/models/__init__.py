@@ -9,7 +9,8 @@ __all__ = ["create_model", "list_models", "model_default_cfg", "register_model",
 
 
 def get_cam_target_layer(model):
-    """The module whose activations Grad-CAM should use (each model names it)."""
+    """The module whose activations Grad-CAM should use: ``model.cam_target_layer`` (the
+    registry's ``cam_layer`` for models from :func:`create_model`)."""
     name = getattr(model, "cam_target_layer", None)
     if name is None:
         raise ValueError(f"{type(model).__name__} does not name a CAM target layer")

@@ -305,7 +305,6 @@ class EfficientFace(nn.Module):
         modulator_combine: "product" (official code) or "sum" (paper eq. 1).
     """
 
-    cam_target_layer = "conv5"
     gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, stages_repeats: Sequence[int], stages_out_channels: Sequence[int], num_classes: int = 7,
@@ -376,25 +375,25 @@ class EfficientFace(nn.Module):
 _PAPER = "Zhao et al., AAAI 2021, Table 1"
 
 
-@register_model(paper=_PAPER)
+@register_model(classifier="fc", cam_layer="conv5", paper=_PAPER)
 def efficientface(num_classes: int = 7, **kwargs) -> EfficientFace:
     """EfficientFace: ShuffleNet-V2 [4,8,4]/[29,116,232,464,1024] + LFE + CSM (1.28M / 154.18 MFLOPs)."""
     return EfficientFace([4, 8, 4], [29, 116, 232, 464, 1024], num_classes, **kwargs)
 
 
-@register_model(paper=_PAPER)
+@register_model(classifier="fc", cam_layer="conv5", paper=_PAPER)
 def baseline(num_classes: int = 7, **kwargs) -> EfficientFace:
     """Baseline: plain torchvision ShuffleNet-V2 x1.0, 24-channel stem (1.26M / 147.79 MFLOPs)."""
     return EfficientFace([4, 8, 4], [24, 116, 232, 464, 1024], num_classes, local=False, modulator=False, **kwargs)
 
 
-@register_model(paper=_PAPER)
+@register_model(classifier="fc", cam_layer="conv5", paper=_PAPER)
 def baseline_lfe(num_classes: int = 7, **kwargs) -> EfficientFace:
     """Baseline + local-feature extractor (29-channel stem, as the LFE's groups require; 152.79)."""
     return EfficientFace([4, 8, 4], [29, 116, 232, 464, 1024], num_classes, modulator=False, **kwargs)
 
 
-@register_model(paper=_PAPER)
+@register_model(classifier="fc", cam_layer="conv5", paper=_PAPER)
 def baseline_csm(num_classes: int = 7, **kwargs) -> EfficientFace:
     """Baseline + channel-spatial modulator (29-channel stem as in the official code: 152.18, paper prints 153.79)."""
     return EfficientFace([4, 8, 4], [29, 116, 232, 464, 1024], num_classes, local=False, **kwargs)

@@ -11,8 +11,6 @@ __all__ = ["MobileNetV3Small", "mobilenetv3_small"]
 
 
 class MobileNetV3Small(MobileNetV3):
-    cam_target_layer = "features"
-
     def __init__(self, num_classes: int = 7, **kwargs):
         settings, last_channel = _mobilenet_v3_conf("mobilenet_v3_small")
         super().__init__(settings, last_channel, num_classes=num_classes, **kwargs)
@@ -37,7 +35,8 @@ class MobileNetV3Small(MobileNetV3):
         self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
 
 
-@register_model(mean=IMAGENET_MEAN, std=IMAGENET_STD, paper="Howard et al., ICCV 2019")
+@register_model(classifier="classifier.3", cam_layer="features", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                paper="Howard et al., ICCV 2019")
 def mobilenetv3_small(num_classes: int = 7, **kwargs) -> MobileNetV3Small:
     """MobileNet-V3-Small, torchvision layout (peer in ``fer-lab bench``)."""
     return MobileNetV3Small(num_classes=num_classes, **kwargs)

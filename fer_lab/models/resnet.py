@@ -20,7 +20,6 @@ __all__ = ["LDGResNet", "ldg_resnet50", "ldg_resnet18", "resnet18"]
 class LDGResNet(ResNet):
     """torchvision ResNet with the fer_lab model contract."""
 
-    cam_target_layer = "layer4"
     gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, block, layers, num_classes: int = 7, **kwargs):
@@ -47,19 +46,19 @@ class LDGResNet(ResNet):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
-@register_model(paper="Zhao et al., AAAI 2021 (LDG); He et al., CVPR 2016")
+@register_model(classifier="fc", cam_layer="layer4", paper="Zhao et al., AAAI 2021 (LDG); He et al., CVPR 2016")
 def ldg_resnet50(num_classes: int = 7, **kwargs) -> LDGResNet:
     """The paper's LDG: ResNet-50 v1.5, fc 2048->C (23.52M / 4109.48 MFLOPs at 224, 7 classes)."""
     return LDGResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, **kwargs)
 
 
-@register_model(paper="He et al., CVPR 2016; a cheaper LDG")
+@register_model(classifier="fc", cam_layer="layer4", paper="He et al., CVPR 2016; a cheaper LDG")
 def ldg_resnet18(num_classes: int = 7, **kwargs) -> LDGResNet:
     """A cheaper LDG: ResNet-18 (11.18M / 1818.6 MFLOPs at 224, 7 classes)."""
     return LDGResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)
 
 
-@register_model(paper="He et al., CVPR 2016 (peer model for benchmarks)")
+@register_model(classifier="fc", cam_layer="layer4", paper="He et al., CVPR 2016 (peer model for benchmarks)")
 def resnet18(num_classes: int = 7, **kwargs) -> LDGResNet:
     """Plain ResNet-18 classifier, a common FER peer (same network as ``ldg_resnet18``)."""
     return LDGResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, **kwargs)

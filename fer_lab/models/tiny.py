@@ -16,7 +16,6 @@ def _block(i, o):
 class TinyCNN(nn.Module):
     """Three VGG-style stages (16-32-64 channels) + GAP + linear; ~70k parameters."""
 
-    cam_target_layer = "stage3"
     gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
 
     def __init__(self, num_classes: int = 7, width: int = 16):
@@ -46,7 +45,7 @@ class TinyCNN(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes)
 
 
-@register_model(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), paper="fer_lab test model")
+@register_model(classifier="fc", cam_layer="stage3", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), paper="fer_lab test model")
 def cnn_tiny(num_classes: int = 7, **kwargs) -> TinyCNN:
     """Tiny 6-conv CNN for tests and smoke runs."""
     return TinyCNN(num_classes=num_classes, **kwargs)

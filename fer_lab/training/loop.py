@@ -26,7 +26,7 @@ from ..data.faceset import FaceSet
 from ..engine import run_model
 from ..labels import LabelMap
 from ..metrics import classification_metrics, select_prior_tau, soft_cross_entropy
-from ..models import create_model, model_default_cfg
+from ..models import create_model
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cleanup, convert_global_batchnorm,
                           init_distributed)
@@ -240,14 +240,15 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     if cfg.target in ("crowd", "true") and train_d.dists is None:
         raise ValueError(f"target {cfg.target!r} needs a dataset with label distributions ({cfg.dataset} has none)")
 
-    dcfg = model_default_cfg(cfg.arch)
-    mean = tuple(cfg.mean or dcfg["mean"])
-    std = tuple(cfg.std or dcfg["std"])
     model = create_model(cfg.arch, num_classes=cfg.num_classes)
+    mean = tuple(cfg.mean or model.meta.mean)  # default: the architecture's registry statistics
+    std = tuple(cfg.std or model.meta.std)
     if cfg.init:
         init = load_model(cfg.init, arch=cfg.arch)
-        sd = {k: v for k, v in init.state_dict().items() if not k.startswith("fc.")} \
-            if init.meta.num_classes != cfg.num_classes else init.state_dict()
+        sd = init.state_dict()
+        if init.meta.num_classes != cfg.num_classes:  # a new class count: keep the fresh classifier
+            head = model.default_cfg["classifier"] + "."
+            sd = {k: v for k, v in sd.items() if not k.startswith(head)}
         model.load_state_dict(sd, strict=False)
     if info.enabled and cfg.sync_bn:
         # global-batch BN statistics: a DDP run then computes what one process would
