@@ -212,3 +212,30 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
                                                               input_size=32, grayscale=True, dataset="ferplus"))
     assert main(["prior", "--weights", str(ck), "--dataset", "ferplus", "--root", str(root)]) == 1
     assert "no images of" in capsys.readouterr().err
+
+
+def test_predict_json_applies_and_reports_the_shipped_correction(capsys):
+    """`fer-lab predict` applies the shipped model's stored correction by default and says so in
+    its JSON; --no-prior-correction gives the raw probabilities it was computed from."""
+    from skimage.data import astronaut
+    from PIL import Image
+
+    from fer_lab.cli import main
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        img = Path(d) / "astronaut.png"
+        Image.fromarray(astronaut()).save(img)
+        outs = {}
+        for flag in ([], ["--no-prior-correction"]):
+            assert main(["predict", "--json", *flag, str(img)]) == 0
+            outs[bool(flag)] = json.loads(capsys.readouterr().out)
+    stored = load_model("efficientface-ferplus").meta.prior_correction
+    assert outs[False]["prior_correction"] == {"tau": stored["tau"], "stored_tau": stored["tau"]} and stored["tau"] > 0
+    assert outs[True]["prior_correction"] == {"tau": 0.0, "stored_tau": stored["tau"]}
+    labels = outs[False]["labels"]
+    p = np.array([[outs[False]["images"][0]["faces"][0]["probs"][k] for k in labels]])
+    raw = np.array([[outs[True]["images"][0]["faces"][0]["probs"][k] for k in labels]])
+    np.testing.assert_allclose(p, prior_adjust(raw, stored["prior"], stored["tau"]), atol=2e-4)
