@@ -21,17 +21,17 @@ probability and hides it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 
-from .labels import LabelMap, canonical, normalise_name
+from .data.faceset import FaceSet, as_face_set
+from .labels import canonical, normalise_name
 
-__all__ = ["FaceSet", "as_face_set", "predict_distributions", "run_batches", "votes_to_distributions",
+__all__ = ["FaceSet", "as_face_set", "predict_distributions", "votes_to_distributions",
            "entropy", "top2_margin", "cooccurrence_matrix", "agreement", "noisy_label_audit",
            "audit_precision_recall", "audit_gallery", "label_names"]
 
@@ -39,56 +39,6 @@ __all__ = ["FaceSet", "as_face_set", "predict_distributions", "run_batches", "vo
 # ---------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class FaceSet:
-    """Face crops + whatever annotation came with them (the common input of the analysis code)."""
-
-    images: np.ndarray | list          # N x S x S x 3 uint8, or a list of HxWx3 uint8 crops
-    labels: np.ndarray | None = None   # N int64
-    dists: np.ndarray | None = None    # N x C float32
-    ids: list | None = None
-    label_map: LabelMap | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def as_face_set(source, labels=None) -> FaceSet:
-    """Normalise any image source to a :class:`FaceSet`.
-
-    Accepts an N x H x W x 3 uint8 array, a list of crops, a ``SynthFERData``, an ``ArrayCache``
-    (``build_cache``) or a ``FERDataset`` (``build_dataset``; images are decoded once, here).
-    ``labels`` overrides/supplies the labels.
-    """
-    if isinstance(source, FaceSet):
-        fs = source
-    elif isinstance(source, np.ndarray):
-        if source.ndim != 4 or source.shape[-1] != 3:
-            raise ValueError(f"expected an N x H x W x 3 uint8 array of faces, got shape {source.shape}")
-        fs = FaceSet(source)
-    elif isinstance(source, (list, tuple)):
-        fs = FaceSet(list(source))
-    elif hasattr(source, "images"):  # SynthFERData, ArrayCache
-        fs = FaceSet(source.images, getattr(source, "labels", None), getattr(source, "dists", None),
-                     list(getattr(source, "ids", None) or []) or None, getattr(source, "label_map", None))
-    elif hasattr(source, "load_image") and hasattr(source, "__len__"):  # FERDataset
-        fs = FaceSet([source.load_image(i) for i in range(len(source))], np.asarray(source.labels),
-                     source.dists, list(source.ids), getattr(source, "label_map", None))
-    else:
-        raise TypeError(f"cannot read faces from a {type(source).__name__}; pass an N x H x W x 3 uint8 "
-                        "array, a list of crops, synthfer data, an ArrayCache or a FERDataset")
-    if len(fs) == 0:
-        raise ValueError("no faces to analyse (empty input)")
-    if labels is not None:
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        if len(labels) != len(fs):
-            raise ValueError(f"{len(labels)} labels for {len(fs)} images")
-        fs = FaceSet(fs.images, labels, fs.dists, fs.ids, fs.label_map)
-    elif fs.labels is not None:
-        fs.labels = np.asarray(fs.labels, dtype=np.int64)
-    return fs
-
-
 def label_names(label_map=None, num_classes: int | None = None) -> list[str]:
     """Names for C classes: the label map's, else canonical 7/8, else class_i."""
     if label_map is not None:
@@ -120,37 +70,14 @@ def _dists(d, name: str = "distributions") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # model outputs
 # ---------------------------------------------------------------------------------------------
-def run_batches(model: nn.Module, images, fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-                batch_size: int = 64, input_size: int | None = None, preprocess=None) -> np.ndarray:
-    """Apply ``fn(model, normalised_batch)`` over face crops in batches (eval mode, no grad)."""
-    from .cam import preprocess_for
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    faces = as_face_set(images).images
-    pre = preprocess or preprocess_for(model, input_size)
-    dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    outs = []
-    try:
-        with torch.no_grad():
-            for s in range(0, len(faces), batch_size):
-                chunk = faces[s:s + batch_size]
-                x = pre(list(chunk)).to(dev)
-                outs.append(fn(model, x).float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return np.concatenate(outs)
-
-
 def predict_distributions(model: nn.Module, images, batch_size: int = 64, *, input_size: int | None = None,
                           temperature: float = 1.0) -> np.ndarray:
-    """Softmax distributions (N, C) float32 of a model over face crops (its own preprocessing)."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    return run_batches(model, images, lambda m, x: torch.softmax(m(x) / temperature, 1),
-                       batch_size, input_size).astype(np.float32)
+    """Softmax distributions (N, C) float32 of a model over face crops (its own preprocessing;
+    :func:`fer_lab.engine.run_model`)."""
+    from .engine import run_model
+
+    return run_model(model, as_face_set(images), batch_size=batch_size, input_size=input_size,
+                     temperature=temperature)
 
 
 def votes_to_distributions(votes, min_votes: int = 1) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .distributions import as_face_set, entropy, label_names, run_batches
+from .distributions import as_face_set, entropy, label_names
 
 __all__ = ["Embedding", "extract_features", "fit_umap", "weights_hash", "data_key", "compute_embedding", "fit_pca", "LAYOUTS",
            "embedding_figure", "embedding_widget", "embedding_cache_dir"]
@@ -57,19 +57,21 @@ class Embedding:
 
 def extract_features(model: nn.Module, images, batch_size: int = 64, input_size: int | None = None,
                      with_probs: bool = False):
-    """Pre-logit features (N, D) float32 (and softmax (N, C) from the same pass if ``with_probs``)."""
-
-    def fn(m, x):
-        f = m.forward_head(m.forward_features(x), pre_logits=True)
-        return torch.cat([f, torch.softmax(m.get_classifier()(f), 1)], 1) if with_probs else f
+    """Pre-logit features (N, D) float32 (:func:`fer_lab.engine.run_model` with ``features=True``),
+    and with ``with_probs`` the softmax (N, C) of the classifier applied to those same features."""
+    from .engine import run_model
 
     if not all(hasattr(model, a) for a in ("forward_features", "forward_head")):
         raise TypeError(f"{type(model).__name__} lacks forward_features/forward_head (the fer_lab model contract)")
-    out = run_batches(model, images, fn, batch_size, input_size)
+    feats = run_model(model, as_face_set(images), features=True, batch_size=batch_size, input_size=input_size)
     if not with_probs:
-        return out.astype(np.float32)
-    c = model.get_classifier().out_features
-    return out[:, :-c].astype(np.float32), out[:, -c:].astype(np.float32)
+        return feats
+    head = model.get_classifier()
+    with torch.inference_mode():
+        w = next(head.parameters())
+        logits = head(torch.from_numpy(feats).to(device=w.device, dtype=w.dtype))
+        probs = torch.softmax(logits.float(), 1).cpu().numpy()
+    return feats, probs
 
 
 def fit_umap(features, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
@@ -128,7 +130,7 @@ def data_key(source) -> str:
                                          sort_keys=True).encode()).hexdigest()
     if hasattr(source, "fingerprint") and callable(source.fingerprint):
         return "ds:" + source.fingerprint()
-    if hasattr(source, "key") and isinstance(getattr(source, "key"), str):
+    if isinstance(getattr(source, "key", None), str) and source.key:  # "" = a FaceSet of unknown origin
         return "cache:" + source.key
     fs = as_face_set(source)
     h = hashlib.sha256()

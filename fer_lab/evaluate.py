@@ -6,7 +6,44 @@ import numpy as np
 from .checkpoint import load_model
 from .metrics import classification_metrics, soft_cross_entropy
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
+
+
+def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "valid", train_split: str = "train",
+                         criterion: str = "mean", device: str = "cpu", dataset_kwargs: dict | None = None) -> dict:
+    """Choose a checkpoint's post-hoc prior correction on a validation split.
+
+    The prior is the ``train_split``'s label frequencies (what the model learned); ``tau`` is picked
+    by :func:`fer_lab.metrics.select_prior_tau` on the raw probabilities of ``split``.  Returns the
+    ``ModelMeta.prior_correction`` dict (tau, prior, criterion, selected_on, the sweep).
+    """
+    from .data import build_dataset
+    from .metrics import select_prior_tau
+
+    model = load_model(weights)
+    train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
+    model.meta.label_map.check_compatible(train.label_map, f"checkpoint {weights}", f"dataset {dataset}/{train_split}")
+    counts = train.class_counts()
+    prior = np.array([counts[k] for k in model.meta.labels], dtype=np.float64)
+    if (prior == 0).any():
+        raise ValueError(f"{dataset}/{train_split} has no images of {[k for k, c in counts.items() if not c]}: "
+                         "cannot estimate the prior the model learned")
+    prior /= prior.sum()
+    res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
+                   return_probs=True, prior_correction=False)
+    tau, rows = select_prior_tau(res["probs"], res["targets"], prior, criterion)
+    return {"tau": tau, "prior": [round(float(v), 6) for v in prior], "criterion": criterion,
+            "selected_on": f"{dataset}/{split}", "sweep": rows}
+
+
+def with_prior_correction(weights, prior_correction: dict, out):
+    """Write ``weights`` again to ``out`` with ``prior_correction`` in its metadata (``{}`` removes it)."""
+    from .checkpoint import save_model
+
+    model = load_model(weights)
+    meta = model.meta
+    meta.prior_correction = dict(prior_correction)
+    return save_model(model, out, meta)
 
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
@@ -24,11 +61,12 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     ``prior_correction``: apply the checkpoint's stored post-hoc prior correction (``tau`` chosen on
     validation at training time; reported under ``prior_correction``) after any TTA averaging.
     ``subset``: a file of ids/paths (one per line, or a CSV whose first column is the id/path) —
-    e.g. an Occlusion-/Pose-RAF-DB list; metrics are then reported for it as well.
+    e.g. an Occlusion-/Pose-RAF-DB list, read and matched as :func:`fer_lab.data.match_subset`
+    says (``img_001`` selects ``.../img_001.jpg``); metrics are then reported for it as well.
     """
-    from .data import build_cache, build_dataset
+    from .data import build_cache, build_dataset, match_subset, read_subset_list
+    from .engine import run_model
     from .metrics import apply_prior_correction
-    from .training.loop import predict_arrays
 
     model = load_model(weights, device=device)
     meta = model.meta
@@ -37,10 +75,8 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     recipe = recipe or meta.crop.get("train_recipe") or meta.crop.get("recipe", "none")
     cache = build_cache(ds, meta.input_size, recipe=recipe, grayscale=meta.grayscale,
                         progress=progress)
-    probs = predict_arrays(model, cache.images, meta.mean, meta.std, batch_size, device)
-    if tta_flip:
-        flipped = np.ascontiguousarray(np.asarray(cache.images)[:, :, ::-1])
-        probs = (probs + predict_arrays(model, flipped, meta.mean, meta.std, batch_size, device)) / 2
+    probs = run_model(model, cache.images, tta_flip=tta_flip, batch_size=batch_size, device=device,
+                      mean=meta.mean, std=meta.std, input_size=meta.input_size)
     pc = dict(meta.prior_correction or {}) if prior_correction else {}
     probs = apply_prior_correction(probs, pc)
     labels = np.asarray(cache.labels)
@@ -57,24 +93,13 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     if return_probs:
         out["probs"], out["targets"] = probs, labels
     if subset is not None:
-        wanted = _read_subset(subset)
-        ids = [str(i) for i in cache.ids]
-        mask = np.array([i in wanted or i.split("/")[-1] in wanted for i in ids])
-        if not mask.any():
-            raise ValueError(f"none of the {len(wanted)} ids in {subset} match {dataset}/{split} ids (e.g. {ids[:2]})")
-        out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(wanted),
+        entries = read_subset_list(subset)
+        idx, _ = match_subset(cache.ids, entries)
+        if not len(idx):
+            raise ValueError(f"none of the {len(entries)} entries in {subset} match {dataset}/{split} ids "
+                             f"(e.g. {[str(i) for i in cache.ids[:2]]})")
+        mask = np.zeros(len(labels), bool)
+        mask[idx] = True
+        out["subset"] = {"file": str(subset), "matched": int(mask.sum()), "listed": len(entries),
                          **classification_metrics(probs[mask], labels[mask])}
     return out
-
-
-def _read_subset(path) -> set[str]:
-    from pathlib import Path
-
-    ids = set()
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            first = line.split(",")[0].split()[0]
-            ids.add(first)
-            ids.add(first.split("/")[-1])
-    return ids

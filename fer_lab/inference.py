@@ -231,23 +231,41 @@ class Predictor:
             return (np.zeros((0, self.preprocess.input_size, self.preprocess.input_size, 3), np.uint8),
                     np.zeros((0, len(self.labels)), np.float32), 0.0)
         t0 = time.perf_counter()
-        seen, x = self._batch(crops)
-        with self._lock:
-            probs = self._postprocess(self._probs(x), x, tta_flip)
+        if self.onnx is None:  # PyTorch: the shared batched engine, then the prior correction
+            from .engine import run_model
+            from .metrics import apply_prior_correction
+
+            seen = np.stack([self.preprocess.resize(c) for c in crops])
+            with self._lock:
+                probs = run_model(self.model, seen, tta_flip=self._tta(tta_flip), batch_size=len(seen),
+                                  device=self.device, preprocess=self.preprocess)
+            probs = apply_prior_correction(probs, self.prior_correction)
+        else:
+            seen, x = self._batch(crops)
+            with self._lock:
+                probs = self._postprocess(self._probs(x), x, tta_flip)
         return seen, probs.astype(np.float32), (time.perf_counter() - t0) * 1000.0
 
+    def _tta(self, tta_flip: bool | None) -> bool:
+        return self.tta_flip if tta_flip is None else bool(tta_flip)
+
     def _probs(self, x: torch.Tensor) -> np.ndarray:
-        logits = torch.from_numpy(self.onnx.run(x)[0]) if self.onnx is not None else self.model(x)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        """Softmax of a preprocessed batch from ONNX Runtime or the PyTorch model (the engine's forward)."""
+        from .engine import model_outputs
+
+        if self.onnx is None:
+            return model_outputs(self.model, x).cpu().numpy()
+        return torch.softmax(torch.from_numpy(self.onnx.run(x)[0]).float(), dim=1).numpy()
 
     @torch.inference_mode()
     def _postprocess(self, probs, x: torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
         """``probs`` of ``x``, averaged with those of its mirror image when flip TTA is on
         (``tta_flip``, or the Predictor's default when None), then prior-corrected."""
+        from .engine import flip_average
         from .metrics import apply_prior_correction
 
-        if self.tta_flip if tta_flip is None else tta_flip:
-            probs = (np.asarray(probs) + self._probs(torch.flip(x, dims=[-1]))) / 2
+        if self._tta(tta_flip):
+            probs = flip_average(self._probs, x, np.asarray(probs))
         return apply_prior_correction(probs, self.prior_correction)
 
     def _batch(self, crops) -> tuple[np.ndarray, torch.Tensor]:

@@ -11,7 +11,17 @@ height, mouth near 72%), which is how FER datasets and the face cropper deliver 
 * ``sunglasses`` / ``mask``: opacity in [0, 1] of a fixed shape (0 = no occluder, 1 = opaque);
 * ``yaw``: degrees of out-of-plane rotation, simulated by projecting the crop onto a cylinder
   (features move sideways and the far side is squashed, as in synthfer's pose model);
-* ``rotation``: degrees of in-plane rotation (border replicated).
+* ``rotation``: degrees of in-plane rotation (border replicated);
+* ``tight_crop``: fraction of the crop's side kept around its centre, resized back (0.8 = a crop
+  20% tighter than the training framing: eyebrows to chin);
+* ``loose_crop``: margin added on every side as a fraction of the side, resized back (0.2 = the
+  face fills 1/1.4 of the crop; the margin is the crop mirrored at its border, as the training
+  augmentation's zoom-out fills it — FER+ crops carry no real context beyond the box);
+* ``gamma``: pixels ``** gamma`` (0.6 brighter, 1.6 darker; 1 = unchanged);
+* ``grayscale``: blend towards the luminance image (1 = gray; a no-op on FER+'s gray crops).
+
+The framing and photometric kinds are what real uploads differ in (other detectors, crop
+margins, cameras and exposure); ``fer_lab.training`` can augment with the same ranges.
 
 Evaluation on published robustness subsets (FED-RO, Occlusion-/Pose-RAF-DB lists) goes
 through :func:`evaluate_subset`: the user supplies the list (ids or file names) and the data
@@ -28,9 +38,12 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from .distributions import FaceSet, as_face_set, predict_distributions
+from .data.faceset import FaceSet, as_face_set
+from .data.subset import match_subset, read_subset_list
+from .distributions import predict_distributions
 
-__all__ = ["PERTURBATIONS", "perturb", "occlude_patch", "occlude_shape", "yaw_warp", "rotate",
+__all__ = ["PERTURBATIONS", "FRAMING_CONDITIONS", "perturb", "occlude_patch", "occlude_shape", "yaw_warp", "rotate",
+           "reframe", "adjust_gamma", "to_grayscale",
            "perturbation_curve", "evaluate_subset", "read_subset_list"]
 
 
@@ -118,13 +131,58 @@ def rotate(images, degrees: float):
     return _pack(out, images)
 
 
+def reframe(images, factor: float):
+    """Centre re-crop: ``factor`` < 1 keeps that fraction of the side (tighter), > 1 adds a mirrored
+    margin so the original fills ``1/factor`` of the side (looser); the result is resized back."""
+    if not 0.3 <= factor <= 3.0:
+        raise ValueError(f"crop factor must be in [0.3, 3], got {factor}")
+    out = []
+    for f in _faces(images):
+        h, w = f.shape[:2]
+        if factor < 1:
+            ch, cw = max(1, int(round(h * factor))), max(1, int(round(w * factor)))
+            y0, x0 = (h - ch) // 2, (w - cw) // 2
+            g = f[y0:y0 + ch, x0:x0 + cw]
+        else:
+            my, mx = int(round(h * (factor - 1) / 2)), int(round(w * (factor - 1) / 2))
+            g = cv2.copyMakeBorder(f, my, my, mx, mx, cv2.BORDER_REFLECT_101)
+        out.append(cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_LINEAR))
+    return _pack(out, images)
+
+
+def adjust_gamma(images, gamma: float):
+    """``255 * (x / 255) ** gamma`` through a lookup table."""
+    if not 0.1 <= gamma <= 10:
+        raise ValueError(f"gamma must be in [0.1, 10], got {gamma}")
+    lut = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** gamma), 0, 255).astype(np.uint8)
+    return _pack([lut[f] for f in _faces(images)], images)
+
+
+def to_grayscale(images, amount: float = 1.0):
+    """Blend each crop towards its luminance (ITU-R 601) by ``amount`` in [0, 1]."""
+    if not 0.0 <= amount <= 1.0:
+        raise ValueError(f"grayscale amount must be in [0, 1], got {amount}")
+    out = []
+    for f in _faces(images):
+        g = cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[..., None].astype(np.float32)
+        out.append(np.clip(np.round(f.astype(np.float32) * (1 - amount) + g * amount), 0, 255).astype(np.uint8))
+    return _pack(out, images)
+
+
 PERTURBATIONS: dict[str, Callable] = {
     "patch": lambda im, s, seed: occlude_patch(im, s, seed),
     "sunglasses": lambda im, s, seed: occlude_shape(im, "sunglasses", s),
     "mask": lambda im, s, seed: occlude_shape(im, "mask", s),
     "yaw": lambda im, s, seed: yaw_warp(im, s),
     "rotation": lambda im, s, seed: rotate(im, s),
+    "tight_crop": lambda im, s, seed: reframe(im, s),
+    "loose_crop": lambda im, s, seed: reframe(im, 1.0 + 2.0 * s),
+    "gamma": lambda im, s, seed: adjust_gamma(im, s),
+    "grayscale": lambda im, s, seed: to_grayscale(im, s),
 }
+
+# the framing / photometric conditions the shipped FER+ models are checked under (docs/results.md)
+FRAMING_CONDITIONS = (("tight_crop", 0.8), ("loose_crop", 0.2), ("grayscale", 1.0), ("gamma", 0.6), ("gamma", 1.6))
 
 
 def perturb(images, kind: str, strength: float, seed: int = 0):
@@ -173,21 +231,6 @@ def perturbation_curve(models: Mapping[str, nn.Module], images, labels=None, kin
     return pd.DataFrame(rows)
 
 
-def read_subset_list(path: str | os.PathLike) -> list[str]:
-    """One id or file name per line (blank lines and '#' comments skipped; first column only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"subset list not found: {p}")
-    out = []
-    for line in p.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line.split()[0].split(",")[0])
-    if not out:
-        raise ValueError(f"subset list {p} is empty")
-    return out
-
-
 def _subset_indices(dataset, subset) -> np.ndarray:
     n = len(dataset)
     if isinstance(subset, (str, os.PathLike)) and Path(subset).is_file():
@@ -201,19 +244,11 @@ def _subset_indices(dataset, subset) -> np.ndarray:
     ids = list(getattr(dataset, "ids", None) or [])
     if not ids:
         raise ValueError("this source has no ids; pass integer indices as the subset")
-    lookup: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        sid = str(sid)
-        for k in {sid, os.path.basename(sid), os.path.splitext(os.path.basename(sid))[0]}:
-            lookup.setdefault(k, i)
-    idx, missing = [], []
-    for s in map(str, items):
-        key = next((k for k in (s, os.path.basename(s), os.path.splitext(os.path.basename(s))[0]) if k in lookup), None)
-        (idx.append(lookup[key]) if key is not None else missing.append(s))
+    idx, missing = match_subset(ids, items)
     if missing:
         raise ValueError(f"{len(missing)} of {len(items)} subset entries are not in the dataset "
                          f"(first: {missing[:3]}; dataset ids look like {ids[:2]})")
-    return np.asarray(idx, dtype=np.int64)
+    return idx
 
 
 def evaluate_subset(models: Mapping[str, nn.Module], dataset, subset=None, *, batch_size: int = 64,
@@ -230,11 +265,11 @@ def evaluate_subset(models: Mapping[str, nn.Module], dataset, subset=None, *, ba
         idx = _subset_indices(dataset, subset)
         if hasattr(dataset, "load_image"):  # decode only the listed images
             fs = FaceSet([dataset.load_image(int(i)) for i in idx], np.asarray(dataset.labels)[idx],
-                         None, None, getattr(dataset, "label_map", None))
+                         label_map=getattr(dataset, "label_map", None))
         else:
             full = as_face_set(dataset)
             fs = FaceSet([full.images[int(i)] for i in idx], None if full.labels is None else full.labels[idx],
-                         None, None, full.label_map)
+                         label_map=full.label_map)
     else:
         fs = as_face_set(dataset)
     _check_labels(models, fs)

@@ -34,6 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .data.faceset import FaceSet
 from .labels import CANONICAL, LabelMap, canonical, normalise_name
 
 __all__ = [
@@ -534,9 +535,10 @@ def render_expression(mixture="neutral", *, size: int = 128, seed: int = 0, yaw_
 # dataset
 
 
-@dataclass
-class SynthFERData:
-    """A synthfer sample set (NumPy arrays, one row per face)."""
+@dataclass(kw_only=True, eq=False)
+class SynthFERData(FaceSet):
+    """A synthfer sample set: a :class:`fer_lab.data.FaceSet` (NumPy arrays, one row per face)
+    plus the ground truth behind it (clean labels, injected flips, occlusion and pose)."""
 
     images: np.ndarray          # N x S x S x 3 uint8
     labels: np.ndarray          # N int64, the training labels (after votes and injected noise)
@@ -561,7 +563,10 @@ class SynthFERData:
         out = {}
         for fld in fields(self):
             v = getattr(self, fld.name)
+            if fld.name == "ids" and v is not None:
+                v = np.asarray(v, dtype=object)[idx].tolist()
             out[fld.name] = v[idx] if isinstance(v, np.ndarray) else v
+        out["key"] = ""  # a subset is other data
         return SynthFERData(**out)
 
     @property

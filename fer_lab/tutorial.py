@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SMOKE_ENV", "smoke_mode", "by_mode", "setup", "requires", "is_real", "load_faces", "train_small",
-           "get_model", "default_models", "read_markdown_tables", "repo_root", "example_faces"]
+__all__ = ["SMOKE_ENV", "smoke_mode", "by_mode", "setup", "interact", "requires", "is_real", "load_faces",
+           "train_small", "get_model", "default_models", "read_markdown_tables", "repo_root", "example_faces"]
 
 SMOKE_ENV = "FER_LAB_SMOKE"
 
@@ -42,11 +42,17 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def setup(threads: int | None = None) -> dict:
-    """Notebook preamble: torch threads (1 in smoke mode: the CI machine is shared) and a mode line."""
+def setup(threads: int | None = None, smoke: bool | None = None) -> dict:
+    """Notebook preamble: torch threads (1 in smoke mode: the CI machine is shared) and a mode line.
+
+    ``smoke`` (the notebooks' ``SMOKE`` parameter, e.g. ``papermill -p SMOKE True``) sets
+    ``$FER_LAB_SMOKE`` for this kernel; None keeps what the environment says."""
     import sys
 
     import torch
+
+    if smoke is not None:
+        os.environ[SMOKE_ENV] = "1" if smoke else "0"
 
     if smoke_mode():
         # plotly's renderer module imports nbformat -> jsonschema, whose optional IRI format
@@ -61,6 +67,70 @@ def setup(threads: int | None = None) -> dict:
     print(f"fer_lab tutorial | smoke mode: {info['smoke']} | torch threads: {info['threads']} | "
           f"GPU: {info['gpu']}")
     return info
+
+
+def interact(func, /, **controls):
+    """``ipywidgets.interact`` for the tutorials, safe under headless runners; returns the box.
+
+    ``controls`` are what ``ipywidgets.interact`` takes (a list -> dropdown, a widget, ...).  The
+    result of ``func`` is written into the Output widget's ``outputs`` state; the call is never
+    run *inside* ``with output:``.  Capturing (what ``interact`` does) makes nbclient -- the engine
+    of nbconvert, papermill, ``jupyter execute`` and nbmake -- mirror every captured output back
+    to the kernel with a raw send on its shell socket (``OutputWidget.sync_state``, through
+    ``Session.send``, which bypasses pyzmq's asyncio wrapper).  That send can swallow the wake-up
+    of an ``execute_reply`` arriving at the same moment, and the runner then sees the reply only
+    when the cell timeout expires.  Without capture the runner never sends, so nothing is lost.
+    ``func`` should return what to show (a figure, a widget); its printed output is not captured.
+    """
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    ctrls = {}
+    for name, abbrev in controls.items():
+        w = widgets.interactive.widget_from_abbrev(abbrev)
+        if w is None:
+            raise ValueError(f"{abbrev!r} cannot be turned into a widget")
+        if not getattr(w, "description", None):
+            w.description = name
+        ctrls[name] = w
+    out = widgets.Output()
+
+    def show(result):
+        out.outputs = () if result is None else ({"output_type": "display_data", **_mime_bundle(result)},)
+
+    def update(_change=None):
+        try:
+            show(func(**{name: w.value for name, w in ctrls.items()}))
+        except Exception as e:  # a bad pick in the browser: say so in place, keep the widget alive
+            out.outputs = ({"output_type": "stream", "name": "stderr", "text": f"{type(e).__name__}: {e}\n"},)
+
+    show(func(**{name: w.value for name, w in ctrls.items()}))  # first view: errors raise in the cell
+    for w in ctrls.values():
+        w.observe(update, "value")
+    box = widgets.VBox([*ctrls.values(), out])
+    box.controls, box.output = ctrls, out
+    display(box)
+    return box
+
+
+def _mime_bundle(obj) -> dict:
+    """``{"data": ..., "metadata": ...}`` of an object, without displaying it anywhere.
+
+    ``_repr_mimebundle_`` first: IPython's formatter hands objects with ``_ipython_display_``
+    (plotly figures) to that method, which displays them in the cell instead of returning data."""
+    if hasattr(obj, "_repr_mimebundle_"):
+        bundle = obj._repr_mimebundle_()
+        data, metadata = bundle if isinstance(bundle, tuple) else (bundle, {})
+        if data:
+            return {"data": data, "metadata": metadata or {}}
+    if hasattr(obj, "to_plotly_json"):  # plotly with no mimetype renderer (outside a kernel)
+        fig = {**json.loads(obj.to_json()), "config": {}}
+        return {"data": {"application/vnd.plotly.v1+json": fig, "text/plain": f"<{type(obj).__name__}>"},
+                "metadata": {}}
+    from IPython.core.interactiveshell import InteractiveShell
+
+    data, metadata = InteractiveShell.instance().display_formatter.format(obj)
+    return {"data": data, "metadata": metadata}
 
 
 def is_real(dataset: str) -> bool:
@@ -99,7 +169,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
     noise flags; ``synthfer_options`` such as occlusion, pose, contempt_noise pass through).
     A real dataset: ``build_dataset(dataset, root, split)`` decoded once into the array cache at
     ``size`` px, then a seeded random subset of ``n`` faces (all when ``n`` is None) as a
-    :class:`fer_lab.distributions.FaceSet` (images, labels, dists = crowd votes when the dataset has
+    :class:`fer_lab.data.FaceSet` (images, labels, dists = crowd votes when the dataset has
     them, ids, label_map).
     """
     if not is_real(dataset):
@@ -111,7 +181,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
     if synthfer_options:
         raise ValueError(f"options {sorted(synthfer_options)} only apply to synthfer")
     from .data import build_cache, build_dataset
-    from .distributions import FaceSet
+    from .data import FaceSet
 
     ds = build_dataset(dataset, root, split, num_classes=num_classes)
     cache = build_cache(ds, size, grayscale=grayscale, progress=False)
@@ -120,7 +190,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
         idx = np.sort(np.random.default_rng(seed).choice(len(cache), int(n), replace=False))
     return FaceSet(np.asarray(cache.images[idx]), np.asarray(cache.labels)[idx],
                    None if cache.dists is None else np.asarray(cache.dists)[idx],
-                   [cache.ids[i] for i in idx], cache.label_map)
+                   cache.label_map, [cache.ids[i] for i in idx])
 
 
 def _run_dir(key: dict) -> Path:

@@ -159,6 +159,8 @@ def test_detect_then_analyze_one_face(engine, imgs):
         assert "ms" in timing and s["model_cam_ms"] > 0
         # ONNX Runtime is installed in the test environment: the app serves through it
         assert s["backend"] == "onnx" and "ONNX Runtime" in timing
+        # the checkpoint's post-hoc prior correction is applied by default and reported
+        assert s["prior_tau"] == float((engine.hub.get(f"{side}-ferplus").meta.prior_correction or {}).get("tau", 0.0))
     # the app and `fer-lab predict` share one engine: identical probabilities
     got = np.array(list(summary["models"]["efficientface"]["probs"].values()))
     np.testing.assert_allclose(got, ref.probs, atol=1e-5)
@@ -269,6 +271,9 @@ def test_batch_table_and_csv(engine, imgs):
     errs = full.set_index("image")["error"].dropna()
     assert "not an image" in errs["notes.png"] and errs["noface.png"] == "no face found"
     assert full["agree"].dropna().isin([True, False]).all()
+    for side in SIDES:
+        tau = float((engine.hub.get(f"{side}-ferplus").meta.prior_correction or {}).get("tau", 0.0))
+        assert (full[f"{side}_prior_tau"].dropna() == tau).all()
     whole, _ = engine.batch([str(imgs / "noface.png")], True, "baseline-ferplus", None)
     assert len(whole) == 1 and whole["box"][0] == "whole image" and "efficientface_label" not in whole
     with pytest.raises(gr.Error, match="Upload one or more"):

@@ -178,3 +178,37 @@ def test_posthoc_prior_is_chosen_on_validation_stored_and_applied(imbalanced, pl
     np.testing.assert_allclose(p_on, prior_adjust(p_off, pc["prior"], pc["tau"]), atol=1e-5)
     assert p_on[:, RARE].mean() > 1.5 * p_off[:, RARE].mean()
     assert _rare(model, test, p_on)["balanced"] >= _rare(model, test, p_off)["balanced"] - 0.03
+
+
+def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
+    """A correction for an existing checkpoint: prior from the training split, tau chosen on
+    validation, written into a copy that the engine then applies; missing classes are refused."""
+    from fer_lab.cli import main
+    from fer_lab.data import build_dataset
+    from fer_lab.data.fixtures import write_ferplus_folders
+    from fer_lab.evaluate import fit_prior_correction, with_prior_correction
+
+    model, _ = plain
+    kw = {"n": 300, "size": SIZE, "ambiguity": 0.0, "class_probs": [1, 1, 1, 1, 1, 0.35, 1]}
+    pc = fit_prior_correction(model.checkpoint_path, "synthfer", split="valid", criterion="balanced", dataset_kwargs=kw)
+    counts = build_dataset("synthfer", None, "train", **kw).class_counts()
+    want = np.array([counts[k] for k in model.meta.labels], float)
+    np.testing.assert_allclose(pc["prior"], want / want.sum(), atol=1e-5)
+    assert pc["tau"] == max(pc["sweep"], key=lambda r: (round(r["score"], 9), -abs(r["tau"])))["tau"]
+    assert pc["selected_on"] == "synthfer/valid"
+    out = with_prior_correction(model.checkpoint_path, pc, tmp_path / "corrected.safetensors")
+    again = load_model(out)
+    assert again.meta.prior_correction["tau"] == pc["tau"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    # the command refuses a training split that lacks classes (the fixture has no sadness / fear majority)
+    root = write_ferplus_folders(tmp_path / "fp")
+    from fer_lab import create_model
+    from fer_lab.checkpoint import save_model
+    from fer_lab.labels import canonical
+
+    m8 = create_model("cnn_tiny", num_classes=8)
+    ck = save_model(m8, tmp_path / "m8.safetensors", ModelMeta(arch="cnn_tiny", labels=canonical(8).to_list(),
+                                                              input_size=32, grayscale=True, dataset="ferplus"))
+    assert main(["prior", "--weights", str(ck), "--dataset", "ferplus", "--root", str(root)]) == 1
+    assert "no images of" in capsys.readouterr().err

@@ -35,10 +35,35 @@ def test_the_six_numbered_notebooks_exist():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
     nb = _nb(path)
+    fix = f"; clear it with: python tools/clear_notebooks.py notebooks/{path.name}  (all: python tools/clear_notebooks.py)"
     for i, cell in enumerate(_code(nb)):
-        assert cell.get("outputs") == [], f"{path.name} code cell {i} has outputs"
-        assert cell.get("execution_count") is None, f"{path.name} code cell {i} has an execution count"
-    assert "widgets" not in nb.get("metadata", {}), f"{path.name} stores widget state"
+        assert cell.get("outputs") == [], f"{path.name} code cell {i} has outputs{fix}"
+        assert cell.get("execution_count") is None, f"{path.name} code cell {i} has an execution count{fix}"
+    assert "widgets" not in nb.get("metadata", {}), f"{path.name} stores widget state{fix}"
+
+
+def test_clear_tool_strips_a_run_notebook(tmp_path):
+    """What a JupyterLab/nbconvert run leaves behind (outputs, counts, timings, widget state) is
+    removed by the command the failure message above names; tags stay."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "clear_notebooks.py"
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text="x")]
+            cell.execution_count = 3
+            cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
+    run = tmp_path / NOTEBOOKS[0].name
+    nbformat.write(nb, run)
+    first = subprocess.run([sys.executable, str(tool), str(run)], capture_output=True, text=True, check=True)
+    again = subprocess.run([sys.executable, str(tool), str(run)], capture_output=True, text=True, check=True)
+    assert first.stdout.startswith("cleared") and again.stdout.startswith("clean")
+    assert run.read_text(encoding="utf-8") == NOTEBOOKS[0].read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -56,11 +81,23 @@ def test_structure_parameters_opening_and_findings(path):
         assert {"DATASET", "ROOT"} <= assigned, f"{path.name}: data source parameters missing"
     assert any(k in assigned for k in ("MODEL", "CHECKPOINTS", "CHECKPOINT", "LDG")), f"{path.name}: model parameter"
     assert "fer_lab tutorial" not in _src(first)
-    assert any("tutorial.setup()" in _src(c) for c in code[:2]), "second cell calls tutorial.setup()"
+    assert any("tutorial.setup(smoke=SMOKE)" in _src(c) for c in code[:2]), "second cell calls tutorial.setup(smoke=SMOKE)"
+    assert "SMOKE" in assigned, "the SMOKE parameter (papermill -p SMOKE True)"
     md = [c for c in cells if c["cell_type"] == "markdown"]
     assert "What we found" in _src(md[-1]), "ends with what was found"
     assert cells[-1]["cell_type"] == "code" and "print(" in _src(cells[-1]), "findings are printed from code"
-    assert any("widgets." in _src(c) for c in code), "at least one ipywidgets control"
+    assert any("tutorial.interact(" in _src(c) for c in code), "at least one interactive control"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_widgets_never_capture_output(path):
+    """Controls go through tutorial.interact, which writes results into the Output widget's state.
+    ipywidgets' capturing helpers make headless runners (nbconvert, papermill, jupyter execute,
+    nbmake) stall until the cell timeout (see fer_lab.tutorial.interact)."""
+    for i, cell in enumerate(_code(_nb(path))):
+        src = _src(cell)
+        for bad in ("widgets.interact(", "interactive(", "interactive_output(", "Output(", "interact_manual("):
+            assert bad not in src.replace("tutorial.interact(", ""), f"{path.name} cell {i} uses {bad}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -95,6 +132,41 @@ def test_real_data_and_gpu_cells_are_tagged_and_guarded(path):
 
 # -------------------------------------------------------------------------------------------------
 # fer_lab.tutorial
+def test_interact_writes_results_into_the_output_state_without_capturing():
+    from fer_lab import viz
+
+    calls = []
+    box = tutorial.interact(lambda face, scale: calls.append(face) or viz.distribution_bar(
+        [0.2 * scale, 1 - 0.2 * scale], ["neutral", "happiness"], face), face=["a", "b"], scale=(1, 3))
+    out = box.output
+    assert calls == ["a"] and out.msg_id == ""  # rendered once, never through `with out:` capture
+    (first,) = out.outputs
+    assert first["output_type"] == "display_data"
+    fig = first["data"]["application/vnd.plotly.v1+json"]
+    assert fig["layout"]["title"]["text"] == "a"
+    box.controls["face"].value = "b"
+    (second,) = out.outputs
+    assert calls == ["a", "b"] and second["data"]["application/vnd.plotly.v1+json"]["layout"]["title"]["text"] == "b"
+    assert [w.description for w in box.children[:2]] == ["face", "scale"] and box.children[2] is out
+    bad = tutorial.interact(lambda n: 1 / n, n=[1, 0])
+    bad.controls["n"].value = 0  # an error after the first view is shown in place
+    assert bad.output.outputs[0]["name"] == "stderr" and "ZeroDivisionError" in bad.output.outputs[0]["text"]
+    with pytest.raises(ZeroDivisionError):  # the first view raises in the cell
+        tutorial.interact(lambda n: 1 / n, n=[0, 1])
+
+
+def test_setup_smoke_parameter(monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv(tutorial.SMOKE_ENV, raising=False)
+    try:
+        assert tutorial.setup(smoke=True)["smoke"] and tutorial.smoke_mode()
+        assert not tutorial.setup(smoke=False)["smoke"] and not tutorial.smoke_mode()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_smoke_mode_switch(monkeypatch):
     for value, expected in (("1", True), ("yes", True), ("0", False), ("", False), ("false", False)):
         monkeypatch.setenv(tutorial.SMOKE_ENV, value)

@@ -55,20 +55,21 @@ def wait_all(procs: dict, deadline: float | None):
     return codes
 
 
-def phase_runs(seeds, teacher=None):
+def phase_runs(seeds, teacher=None, student_extra=()):
     runs = []
+    se = list(student_extra)
     if teacher is None:
         for s in seeds[:1]:
             runs.append((f"ldg_resnet50_hard_s{s}", ["arch=ldg_resnet50", "target=hard", f"seed={s}"]))
         for arch in STUDENTS:
             for target in ("hard", "crowd"):
                 for s in seeds:
-                    runs.append((run_name(arch, target, s), [f"arch={arch}", f"target={target}", f"seed={s}"]))
+                    runs.append((run_name(arch, target, s), [f"arch={arch}", f"target={target}", f"seed={s}", *se]))
     else:
         for arch in STUDENTS:
             for s in seeds:
                 runs.append((run_name(arch, "ldg", s), [f"arch={arch}", "target=ldg-online", f"teacher={teacher}",
-                                                        f"seed={s}"]))
+                                                        f"seed={s}", *se]))
     return runs
 
 
@@ -81,6 +82,8 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--budget-s", type=float, default=480, help="training budget for --epochs auto")
     ap.add_argument("--extra", nargs="*", default=[], help="extra key=value overrides for every run")
+    ap.add_argument("--student-extra", nargs="*", default=[],
+                    help="overrides for the student runs only (not the LDG), e.g. the class-imbalance recipe")
     ap.add_argument("--export", default=None, help="copy results + best weights here")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -106,7 +109,7 @@ def main(argv=None):
         steps = 15
         probe = {n: launch(out / "probe", n, [*o, *common, "epochs=1", f"max_steps_per_epoch={steps}", "val_split=null",
                                                "test_split=null", "resume=false"], env, cmdlog)
-                 for n, o in phase_runs(args.seeds)}
+                 for n, o in phase_runs(args.seeds, student_extra=args.student_extra)}
         wait_all(probe, time.time() + 300)
         per_step = []
         for n in probe:
@@ -126,14 +129,15 @@ def main(argv=None):
 
     t_a = time.time()
     hard_deadline = t_start + args.budget_s + 90  # kill stragglers rather than lose everything to a timeout
-    procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds)}
+    procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds, student_extra=args.student_extra)}
     codes = wait_all(procs, hard_deadline)
     print(f"phase A done in {time.time() - t_a:.0f}s: {codes}", flush=True)
     teacher = out / f"ldg_resnet50_hard_s{args.seeds[0]}" / "model.safetensors"
     collect(out, args, epochs)
     t_b = time.time()
     if teacher.is_file():
-        procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds, teacher)}
+        procs = {n: launch(out, n, [*o, *common], env, cmdlog)
+                 for n, o in phase_runs(args.seeds, teacher, args.student_extra)}
         codes = wait_all(procs, hard_deadline)
         print(f"phase B done in {time.time() - t_b:.0f}s: {codes}", flush=True)
     collect(out, args, epochs)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..labels import LabelMap
 from .base import DATA_LAYER_VERSION, FERDataset, Problem
+from .faceset import FaceSet
 
 __all__ = ["ArrayCache", "build_cache", "cache_root", "cache_key", "run_spans"]
 
@@ -72,8 +73,9 @@ def cache_key(ds: FERDataset, size: int | None, recipe="none", grayscale: bool =
     return hashlib.sha256(text.encode()).hexdigest(), fields
 
 
-class ArrayCache:
-    """A built cache opened read-only: ``images`` is a memmap, the rest is in memory."""
+class ArrayCache(FaceSet):
+    """A built cache opened read-only: a :class:`FaceSet` whose ``images`` is a memmap (the rest is
+    in memory) and whose ``key`` is the cache key."""
 
     def __init__(self, path):
         self.path = Path(path)

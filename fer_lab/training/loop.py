@@ -30,7 +30,9 @@ import torch.nn as nn
 
 from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
 from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
+from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
+from ..engine import run_model
 from ..labels import LabelMap
 from ..metrics import classification_metrics, select_prior_tau, soft_cross_entropy
 from ..models import create_model, model_default_cfg
@@ -49,17 +51,8 @@ class TeacherRefused(ValueError):
     """The LDG is unusable for distillation (label map or accuracy)."""
 
 
-@dataclass
-class SplitData:
-    images: np.ndarray            # N x S x S x 3 uint8 (memmap)
-    labels: np.ndarray            # N int64, canonical indices into label_map
-    dists: np.ndarray | None      # N x C float32 (crowd votes / ground truth), if the dataset has them
-    label_map: LabelMap
-    ids: list = field(default_factory=list)
-    key: str = ""
-
-    def __len__(self):
-        return len(self.labels)
+#: the trainer's splits are the data layer's FaceSet (images, labels, dists, label_map, ids, key)
+SplitData = FaceSet
 
 
 def load_split(cfg: TrainConfig, split: str, progress: bool | None = None) -> SplitData:
@@ -83,25 +76,13 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
     return torch.device(device)
 
 
-@torch.no_grad()
 def predict_arrays(model: nn.Module, images: np.ndarray, mean, std, batch_size: int = 512,
                    device: torch.device | str = "cpu", temperature: float = 1.0, amp: bool = False,
                    features: bool = False) -> np.ndarray:
-    """Softmax probabilities (or pre-logit features) for a uint8 N x S x S x 3 array."""
-    model.eval()
-    device = torch.device(device)
-    outs = []
-    for i in range(0, len(images), batch_size):
-        x = eval_batch(torch.from_numpy(np.array(images[i:i + batch_size])).to(device), mean, std)  # copy: memmaps are read-only
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            if features:
-                out = model.forward_head(model.forward_features(x), pre_logits=True).float()
-            else:
-                out = torch.softmax(model(x).float() / temperature, dim=1)
-        outs.append(out.cpu())
-    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
+    """Softmax probabilities (or pre-logit features) for a uint8 N x S x S x 3 array
+    (:func:`fer_lab.engine.run_model` with the given mean/std)."""
+    return run_model(model, images, features=features, batch_size=batch_size, device=device, amp=amp,
+                     temperature=temperature, mean=mean, std=std)
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):

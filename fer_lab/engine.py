@@ -1,0 +1,121 @@
+"""One batched inference engine: face crops -> the model's probabilities or pre-logit features.
+
+Every surface that runs a model over many faces calls :func:`run_model`: ``fer-lab eval``
+(:func:`fer_lab.evaluate.evaluate`), the trainer's validation (``predict_arrays``), the analysis
+modules (distributions, embeddings, robustness, calibration) and :class:`fer_lab.Predictor`'s
+PyTorch path.  Flip test-time augmentation is :func:`flip_average`, shared with the Predictor's
+ONNX Runtime and CAM paths, so "TTA" means one thing everywhere.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .preprocess import Preprocess, normalize_uint8
+
+__all__ = ["run_model", "flip_average", "model_outputs"]
+
+
+def flip_average(fn: Callable, x: torch.Tensor, out=None):
+    """``fn(x)`` averaged with ``fn`` of the horizontally mirrored batch (flip TTA).
+
+    ``x`` is a normalised B x 3 x H x W batch; ``out`` is ``fn(x)`` when the caller already has it
+    (e.g. probabilities from a CAM pass).  Works for tensors and NumPy arrays alike.
+    """
+    first = fn(x) if out is None else out
+    return (first + fn(torch.flip(x, dims=[-1]))) / 2
+
+
+def model_outputs(model: nn.Module, x: torch.Tensor, *, features: bool = False,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Softmax probabilities (float32) of a normalised batch, or its pre-logit features
+    ``forward_head(forward_features(x), pre_logits=True)``."""
+    if features:
+        return model.forward_head(model.forward_features(x), pre_logits=True).float()
+    return torch.softmax(model(x).float() / temperature, dim=1)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _resolve_preprocess(model, preprocess, mean, std, input_size) -> Preprocess:
+    if preprocess is None:
+        if mean is not None and std is not None and input_size is not None:
+            return Preprocess(int(input_size), tuple(mean), tuple(std))
+        from .cam import preprocess_for
+
+        preprocess = preprocess_for(model, input_size)
+    if mean is not None or std is not None or (input_size is not None and int(input_size) != preprocess.input_size):
+        preprocess = Preprocess(int(input_size or preprocess.input_size), tuple(mean or preprocess.mean),
+                                tuple(std or preprocess.std), preprocess.grayscale)
+    return preprocess
+
+
+@torch.inference_mode()
+def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool = False,
+              batch_size: int = 256, device: torch.device | str | None = None, amp: bool = False,
+              temperature: float = 1.0, preprocess: Preprocess | None = None, mean=None, std=None,
+              input_size: int | None = None) -> np.ndarray:
+    """Run ``model`` over face crops in batches -> N x C probabilities (or N x D features), float32.
+
+    Args:
+        faces: a uint8 N x S x S x 3 array (a cache memmap is read one batch at a time), a
+            :class:`fer_lab.data.FaceSet`, a list of HxWx3 crops, or anything
+            :func:`fer_lab.data.as_face_set` reads.  Crops whose size differs from the input size
+            (and all crops of a grayscale model) are resized with the model's preprocessing; an
+            array already at the input size goes to the network as it is.
+        tta_flip: average with the mirrored batch (:func:`flip_average`).
+        features: pre-logit features instead of probabilities (averaged over both views with TTA).
+        device: where the batches go (default: the model's device); the model is not moved.
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
+        preprocess / mean / std / input_size: the normalisation; default the model's own
+            (``model.preprocess`` of a loaded checkpoint, else its registry defaults), any of
+            ``mean``/``std``/``input_size`` overriding it.
+
+    The model runs in eval mode and is put back into its previous mode afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if isinstance(faces, np.ndarray):
+        if faces.ndim != 4 or faces.shape[-1] != 3:
+            raise ValueError(f"expected an N x H x W x 3 uint8 array of faces, got shape {faces.shape}")
+        images = faces
+    else:
+        from .data.faceset import as_face_set
+
+        images = as_face_set(faces).images
+    if input_size is None and preprocess is None and mean is not None and isinstance(images, np.ndarray):
+        input_size = images.shape[1]
+    pre = _resolve_preprocess(model, preprocess, mean, std, input_size)
+    device = _model_device(model) if device is None else torch.device(device)
+    ready = (isinstance(images, np.ndarray) and images.dtype == np.uint8 and not pre.grayscale
+             and images.shape[1] == images.shape[2] == pre.input_size)
+    autocast = amp and device.type == "cuda"
+
+    def forward(x):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return model_outputs(model, x, features=features, temperature=temperature)
+
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        for s in range(0, len(images), batch_size):
+            chunk = images[s:s + batch_size]
+            # np.array copies: memmap slices are read-only and torch wants writable memory
+            u8 = np.array(chunk) if ready else np.stack([pre.resize(f) for f in chunk])
+            x = normalize_uint8(torch.from_numpy(u8).to(device), pre.mean, pre.std)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = flip_average(forward, x) if tta_flip else forward(x)
+            outs.append(out.float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)

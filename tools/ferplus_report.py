@@ -1,0 +1,90 @@
+"""Every-class report of FER+ checkpoints: what docs/results.md's "Every class" section prints.
+
+    python tools/ferplus_report.py --root ../shared/data/ferplus \
+        --weights efficientface-ferplus baseline-ferplus efficientface-ferplus-v1 baseline-ferplus-v1 \
+        [--png-dir docs/img]
+
+For each checkpoint, on FER2013Valid and FER2013Test, through ``fer_lab.evaluate.evaluate`` (the
+same code as ``fer-lab eval``): accuracy, balanced accuracy (macro recall), per-class recall, NLL
+and ECE, with the checkpoint's stored post-hoc prior correction (what ``fer-lab predict`` and the
+app apply) and without it; then test accuracy under the framing / photometric conditions of
+``fer_lab.robustness.FRAMING_CONDITIONS`` and the drop from clean.  ``--png-dir`` also writes a
+row-normalised confusion heat map per checkpoint (needs kaleido + Chromium).  Prints markdown.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def main(argv=None):
+    from fer_lab import load_model
+    from fer_lab.data import build_cache, build_dataset
+    from fer_lab.evaluate import evaluate
+    from fer_lab.metrics import apply_prior_correction, classification_metrics
+    from fer_lab.robustness import FRAMING_CONDITIONS, perturb
+    from fer_lab.training.loop import predict_arrays
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default="../shared/data/ferplus")
+    ap.add_argument("--weights", nargs="+", default=["efficientface-ferplus", "baseline-ferplus"])
+    ap.add_argument("--png-dir", default=None)
+    args = ap.parse_args(argv)
+
+    rows, framing, names = [], [], None
+    for w in args.weights:
+        model = load_model(w)
+        tau = float((model.meta.prior_correction or {}).get("tau", 0.0))
+        for split in ("valid", "test"):
+            for corrected in ((True, False) if tau else (False,)):
+                r = evaluate(w, "ferplus", args.root, split, prior_correction=corrected)
+                names = r["labels"]
+                rows.append((w, split, tau if corrected else 0.0, r))
+                if split == "test" and corrected == bool(tau) and args.png_dir:
+                    from fer_lab.viz import confusion_heatmap, save_png
+
+                    out = Path(args.png_dir) / f"confusion_{Path(str(w)).stem}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    save_png(confusion_heatmap(r["confusion"], names, title=f"{w}: FER2013Test, recall per row"),
+                             out, width=560, height=480)
+        meta = model.meta
+        ds = build_dataset("ferplus", args.root, "test", num_classes=meta.num_classes)
+        cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("train_recipe", "none"), grayscale=meta.grayscale)
+        images, labels = cache.images, cache.labels
+
+        def acc(imgs):
+            p = apply_prior_correction(predict_arrays(model, imgs, meta.mean, meta.std), meta.prior_correction)
+            m = classification_metrics(p, labels)
+            return m["accuracy"], m["balanced_accuracy"]
+
+        clean = acc(images)
+        for kind, strength in FRAMING_CONDITIONS:
+            a, b = acc(perturb(images, kind, strength))
+            framing.append((w, f"{kind} {strength:g}", clean, (a, b)))
+
+    print("| weights | split | prior τ | accuracy | **balanced** | per-class recall (" + " / ".join(names) +
+          ") | NLL | ECE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w, split, tau, r in rows:
+        pc = " / ".join(_pct(v) for v in r["per_class_accuracy"])
+        print(f"| {w} | {split} | {tau:g} | {100 * r['accuracy']:.2f} | **{100 * r['balanced_accuracy']:.2f}** | "
+              f"{pc} | {r['nll']:.3f} | {r['ece']:.3f} |")
+    print()
+    print("| weights | condition (FER2013Test) | accuracy | drop from clean | balanced | drop |")
+    print("|---|---|---|---|---|---|")
+    for w, cond, (ca, cb), (a, b) in framing:
+        print(f"| {w} | {cond} | {100 * a:.2f} | {100 * (ca - a):+.2f} | {100 * b:.2f} | {100 * (cb - b):+.2f} |")
+    print()
+    for w, split, tau, r in rows:  # machine-readable lines for tests/test_shipped_weights.py
+        if split == "test" and (tau or not any(x[0] == w and x[1] == "test" and x[2] for x in rows)):
+            pcs = ",".join(f"{v:.4f}" if v is not None else "nan" for v in r["per_class_accuracy"])
+            print(f"{w} test_acc={r['accuracy']}\n{w} test_balanced_acc={r['balanced_accuracy']}\n"
+                  f"{w} test_per_class_recall={pcs}")
+
+
+if __name__ == "__main__":
+    main()
