@@ -107,3 +107,25 @@ def test_fast_eval_paths_keep_gradients():
     m(x).sum().backward()
     assert x.grad is not None and m.local.conv1_1.weight.grad is not None
     assert m.modulator.spatial_att.gate_s.gate_s_conv_di_0.weight.grad is not None
+
+
+@pytest.mark.parametrize("target", ["hard", "ldg-online", "ldg-cached"])
+def test_benchmark_training_times_the_trainers_own_epoch(target, monkeypatch):
+    """benchmark_training runs fer_lab.training.train_one_epoch: warm-up steps, then one timed epoch."""
+    import fer_lab.training.bench as tb
+
+    calls = []
+
+    def counted(run, epoch, max_steps=None):
+        calls.append((epoch, max_steps, run.cfg.target, run.teacher is not None, run.teacher_dists is not None))
+        row = real(run, epoch, max_steps)
+        calls.append(run.scheduler.last_epoch)
+        return row
+
+    real = tb.train_one_epoch
+    monkeypatch.setattr(tb, "train_one_epoch", counted)
+    r = tb.benchmark_training(arch="cnn_tiny", target=target, input_size=32, batch_size=8, steps=3, warmup=1,
+                              teacher_arch="cnn_tiny")
+    online, cached = target == "ldg-online", target == "ldg-cached"
+    assert calls == [(0, 1, target, online, cached), 1, (1, None, target, online, cached), 4]  # 1 + 3 optimizer steps
+    assert r["img_per_s"] > 0 and r["steps"] == 3 and r["teacher"] == ("cnn_tiny" if online else None)

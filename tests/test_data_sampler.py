@@ -43,6 +43,26 @@ def test_set_epoch_reseeds_deterministically():
     assert e0 != e1 and e1 == list(b) and list(a) == e1
 
 
+def test_global_draws_are_the_trainers_draws():
+    """The trainer's balanced_sampling order: multinomial over float32 1/count weights from
+    batch_generator(seed, epoch, -1); the DataLoader shares are strided slices of the same stream."""
+    import torch
+
+    from fer_lab.augment import batch_generator
+    from fer_lab.data import ClassBalancedSampler
+
+    labels = imbalanced()
+    t = torch.as_tensor(labels)
+    weights = (1.0 / torch.bincount(t).float().clamp(min=1))[t]
+    s = ClassBalancedSampler(labels, 640, seed=4)
+    s.set_epoch(2)
+    want = torch.multinomial(weights, 640, replacement=True, generator=batch_generator(4, 2, -1))
+    assert torch.equal(s.global_draws(), want) and list(s) == want.tolist()
+    r1 = ClassBalancedSampler(labels, 640, seed=4, rank=1, world_size=2)
+    r1.set_epoch(2)
+    assert list(r1) == want[1::2].tolist()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="rank"):
         class_balanced_sampler([0, 1], rank=2, world_size=2)

@@ -1,4 +1,5 @@
 """Trainer: eq. 5 loss, every distribution source, teacher guard, SIGKILL resume, DDP, LDL > SLL."""
+import dataclasses
 import json
 import os
 import signal
@@ -135,6 +136,77 @@ def test_teacher_guard_refuses_permuted_labels_and_chance_teachers(tmp_path, tin
                      ModelMeta(arch="ldg_resnet18", labels=canonical(7).to_list(), input_size=32))
     with pytest.raises(TeacherRefused, match="below"):
         train(_cfg(tmp_path, "r", target="ldg-online", teacher=str(rnd), teacher_min_acc=0.9), data=tiny_data)
+
+
+def test_train_one_epoch_and_validate_stand_alone(tmp_path, tiny_data):
+    """The timm-style pieces work on their own: an epoch, a partial epoch, validation, and an
+    in-process resume through save_state/build_run that continues bit-identically."""
+    from fer_lab.metrics import classification_metrics
+    from fer_lab.training import build_run, predict_arrays, save_state, train_one_epoch, validate
+
+    cfg = _cfg(tmp_path, "parts", epochs=3, max_steps_per_epoch=None, balanced_sampling=True,
+               class_weighting="inverse", logit_adjust=0.5)
+    run = build_run(cfg, tiny_data)
+    assert run.steps == 3 and run.start_epoch == 0 and run.sampler is not None
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    row = train_one_epoch(run, 0)
+    assert row["epoch"] == 1 and np.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1
+    assert run.scheduler.last_epoch == 3                                  # one schedule step per optimizer step
+    assert row["img_per_s"] * row["epoch_time_s"] == pytest.approx(3 * 32)  # three global batches of 32
+    assert any(not torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+    m = validate(run, tiny_data["val"])
+    probs = predict_arrays(run.model, tiny_data["val"].images, run.mean, run.std)
+    assert m["accuracy"] == classification_metrics(probs, tiny_data["val"].labels)["accuracy"]
+    assert m["soft_ce_vs_dist"] > 0 and validate(run, None) is None
+    save_state(run, 0)
+    part = train_one_epoch(run, 1, max_steps=1)
+    assert run.scheduler.last_epoch == 4 and part["img_per_s"] * part["epoch_time_s"] == pytest.approx(32)
+
+    resumed = dataclasses.replace(cfg, resume=True)
+    a = build_run(resumed, tiny_data)   # from last.pt (epoch 0), RNG state included
+    assert a.start_epoch == 1 and a.scheduler.last_epoch == 3
+    ra = train_one_epoch(a, 1)
+    b = build_run(resumed, tiny_data)
+    rb = train_one_epoch(b, 1)
+    assert ra["train_loss"] == rb["train_loss"] and ra["train_acc"] == rb["train_acc"]
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+def test_epoch_order_is_the_historical_draw(tmp_path, tiny_data):
+    """Runs in progress resume with the order they started with: the balanced order is still
+    multinomial over float32 1/count weights from batch_generator(seed, epoch, -1), the plain one
+    randperm from the same generator."""
+    from fer_lab.augment import batch_generator
+    from fer_lab.training.loop import build_run, epoch_order
+
+    labels = torch.as_tensor(tiny_data["train"].labels)
+    freq = torch.bincount(labels, minlength=7).float()
+    weights = (1.0 / freq.clamp(min=1))[labels]
+    bal = build_run(_cfg(tmp_path, "bal", seed=5, max_steps_per_epoch=None, balanced_sampling=True), tiny_data)
+    plain = build_run(_cfg(tmp_path, "plain", seed=5, max_steps_per_epoch=None), tiny_data)
+    for epoch in (0, 3):
+        want = torch.multinomial(weights, 3 * 32, replacement=True, generator=batch_generator(5, epoch, -1))
+        assert torch.equal(epoch_order(bal, epoch), want)
+        assert torch.equal(epoch_order(plain, epoch), torch.randperm(96, generator=batch_generator(5, epoch, -1)))
+
+
+def test_compute_loss_is_the_one_loss():
+    from fer_lab.training import compute_loss
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 7), torch.tensor([0, 1, 2, 3, 4, 5])
+    log_prior = torch.log(torch.full((7,), 1 / 7))
+    cfg = load_config(None, ["num_classes=7"])
+    assert torch.equal(compute_loss(cfg, logits, y), torch.nn.functional.cross_entropy(logits, y))
+    # logit adjustment with a uniform prior shifts every logit equally: the loss does not change
+    adj = load_config(None, ["num_classes=7", "logit_adjust=1.0"])
+    assert torch.allclose(compute_loss(adj, logits, y, log_prior=log_prior), compute_loss(cfg, logits, y))
+    # a distribution target is eq. 5; hard_mix moves it towards the one-hot label
+    q = torch.softmax(torch.randn(6, 7), 1)
+    assert torch.equal(compute_loss(cfg, logits, y, q), label_distribution_loss(logits, q))
+    mix = load_config(None, ["num_classes=7", "hard_mix=0.5"])
+    assert torch.allclose(compute_loss(mix, logits, y, q), label_distribution_loss(logits, mix_targets(q, y, 0.5)))
 
 
 def _train_cmd(out, extra=()):

@@ -2,10 +2,13 @@
 
 Each sample is drawn with probability proportional to 1 / (count of its class), with
 replacement, so every class present is drawn equally often in expectation; classes absent from
-``labels`` are never drawn.  Under DDP every rank generates the same global draw sequence from
-``seed + epoch`` and takes every ``world_size``-th draw starting at ``rank``: the shares are
-disjoint and of equal length (the sequence is padded to a multiple of ``world_size``).
-Call :meth:`ClassBalancedSampler.set_epoch` every epoch, as with ``DistributedSampler``.
+``labels`` are never drawn.  An epoch's draws come from ``batch_generator(seed, epoch, -1)``:
+:meth:`ClassBalancedSampler.global_draws` is the whole sequence, which the trainer
+(``balanced_sampling``) cuts into global batches and slices per rank itself.  As a DataLoader
+``Sampler`` under DDP, every rank generates the same global sequence and takes every
+``world_size``-th draw starting at ``rank``: the shares are disjoint and of equal length (the
+sequence is padded to a multiple of ``world_size``).  Call :meth:`ClassBalancedSampler.set_epoch`
+every epoch, as with ``DistributedSampler``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+from ..augment import batch_generator
 
 __all__ = ["ClassBalancedSampler", "class_balanced_sampler"]
 
@@ -37,21 +42,26 @@ class ClassBalancedSampler(Sampler[int]):
         total = len(labels) if num_samples is None else int(num_samples)
         if total < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.class_counts = np.bincount(labels.astype(np.int64))
-        self.weights = torch.from_numpy(1.0 / self.class_counts[labels]).double()
+        labels = torch.from_numpy(labels.astype(np.int64))
+        self.class_counts = np.bincount(labels.numpy())
+        # float32 1/count, as the trainer has always drawn: the weights' dtype changes the draws
+        self.weights = (1.0 / torch.bincount(labels).float())[labels]
         self.num_samples_total = total
         self.per_rank = math.ceil(total / world_size)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Reseed: epoch e draws from ``seed + e`` (identically on every rank)."""
+        """Reseed: epoch e draws from ``batch_generator(seed, e, -1)`` (identically on every rank)."""
         self.epoch = int(epoch)
 
+    def global_draws(self) -> torch.Tensor:
+        """This epoch's draws for all ranks together (``per_rank * world_size`` indices)."""
+        return torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True,
+                                 generator=batch_generator(self.seed, self.epoch, -1))
+
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        draws = torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True, generator=g)
-        return iter(draws[self.rank::self.world_size].tolist())
+        return iter(self.global_draws()[self.rank::self.world_size].tolist())
 
     def __len__(self) -> int:
         return self.per_rank

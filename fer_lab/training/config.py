@@ -74,7 +74,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                   # CUDA only (bf16)
     channels_last: bool = True         # CUDA only
-    sync_bn: bool = True               # under DDP: exact equality with a single process
+    sync_bn: bool = True               # under DDP: global-batch BN statistics (matches one process up to round-off)
     out_dir: str = "runs/run"
     resume: bool = True
     track_test: bool = False           # also evaluate test every epoch (official protocol: best-on-test, labelled)

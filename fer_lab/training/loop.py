@@ -1,10 +1,17 @@
 """The training loop: SLL and label-distribution learning, resumable, logged, DDP-ready.
 
-One process on CPU or one GPU by default; ``torchrun --nproc-per-node=N -m fer_lab.train``
-runs the same code with DistributedDataParallel.  Every epoch's sample order and augmentation
-are derived from (seed, epoch, step) for the *global* batch, so a run killed at any point and
-resumed from its last epoch checkpoint, or split over N ranks (with SyncBatchNorm), computes
-what one uninterrupted process computes.
+Split as timm's ``train.py``: :func:`build_run` assembles a run (data, model, teacher, optimizer,
+schedule, the state of ``last.pt`` when resuming), :func:`train_one_epoch` runs an epoch's steps,
+:func:`validate` scores a split, :func:`save_state` writes ``last.pt``; :func:`train` strings
+them together and exports the selected model.
+
+Every epoch's sample order and augmentation are derived from (seed, epoch, step) for the *global*
+batch, so a run killed at any point and resumed from its last epoch checkpoint computes exactly
+what one uninterrupted process computes (on CPU; CUDA adds cuDNN autotuning and bf16 autocast).
+One process on CPU or one GPU by default; ``torchrun --nproc-per-node=N -m fer_lab.train`` runs
+the same code with DistributedDataParallel: each rank trains on its slice of the same global
+batch with global BatchNorm statistics, which matches one process up to float round-off in the
+cross-rank reductions (training amplifies it over steps, so runs agree closely, not bitwise).
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,7 @@ import torch.nn as nn
 from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
 from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
 from ..data.faceset import FaceSet
+from ..data.sampler import ClassBalancedSampler
 from ..engine import run_model
 from ..labels import LabelMap
 from ..metrics import classification_metrics, select_prior_tau, soft_cross_entropy
@@ -33,8 +42,9 @@ from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cle
 from .targets import (class_prior, class_weights, label_distribution_loss, mix_targets, smooth_labels,
                       teacher_distribution)
 
-__all__ = ["SplitData", "load_split", "predict_arrays", "train", "TeacherRefused", "teacher_check",
-           "cache_teacher_distributions", "resolve_device"]
+__all__ = ["SplitData", "load_split", "predict_arrays", "train", "Run", "build_run", "train_one_epoch", "validate",
+           "save_state", "compute_loss", "epoch_order", "TeacherRefused", "teacher_check",
+           "cache_teacher_distributions", "resolve_device", "model_for_export"]
 
 
 class TeacherRefused(ValueError):
@@ -194,25 +204,61 @@ def _rng_state() -> dict:
     return st
 
 
-def train(cfg: TrainConfig, *, data: dict | None = None) -> dict:
-    """Run (or resume) a training run described by ``cfg``; returns the final summary.
+@dataclass
+class Run:
+    """Everything :func:`train_one_epoch`, :func:`validate` and :func:`save_state` need, as
+    assembled by :func:`build_run` (fresh, or restored from ``last.pt``)."""
+    cfg: TrainConfig
+    info: DistInfo
+    device: torch.device
+    out: Path
+    train_d: SplitData
+    val_d: SplitData | None
+    test_d: SplitData | None
+    mean: tuple
+    std: tuple
+    model: nn.Module                      # the bare model: evaluation, EMA, checkpoints
+    ddp_model: nn.Module                  # what the step calls: the DDP wrapper under torchrun, else `model`
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    steps: int                            # optimizer steps per epoch
+    labels: torch.Tensor                  # training labels (CPU)
+    dists: torch.Tensor | None            # training label distributions (CPU), if the dataset has them
+    prior: torch.Tensor                   # training class prior (CPU)
+    class_weights: torch.Tensor | None    # per-class loss weights on the device (class_weighting)
+    ema: _EMA | None = None
+    teacher: nn.Module | None = None      # ldg-online: the frozen LDG, never DDP-wrapped
+    teacher_dists: torch.Tensor | None = None  # ldg-cached: N x C distributions of the training images
+    teacher_info: dict = field(default_factory=dict)
+    sampler: ClassBalancedSampler | None = None  # balanced_sampling
+    images_dev: torch.Tensor | None = None       # the uint8 training array kept on the device
+    start_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"score": -1.0, "epoch": -1})
+    history: list = field(default_factory=list)
+
+    @property
+    def label_map(self) -> LabelMap:
+        return self.train_d.label_map
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None = None, *,
+              teacher: nn.Module | None = None, teacher_dists: torch.Tensor | None = None) -> Run:
+    """Data, model, teacher, optimizer, schedule and (``cfg.resume``) the state in ``last.pt``.
 
     ``data`` may pass pre-loaded splits ({"train": SplitData, ...}) instead of the dataset layer.
-    Writes into ``cfg.out_dir``: config.yaml, metrics.csv, last.pt (resume state), best.safetensors
-    (selected on validation), model.safetensors (final export = best), summary.json.
+    ``teacher`` (ldg-online) and ``teacher_dists`` (ldg-cached) pass a ready teacher or its
+    distributions instead of loading, checking and caching ``cfg.teacher`` (benchmarks).
+    Writes ``config.yaml`` into ``cfg.out_dir``.
     """
-    cfg.validate()
-    info = init_distributed("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu")
-    try:
-        return _train(cfg, info, data or {})
-    finally:
-        cleanup()
-
-
-def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     import yaml
-    from tqdm.auto import tqdm
 
+    cfg.validate()
+    info = info or DistInfo()
+    data = data or {}
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     elif info.enabled:
@@ -227,6 +273,7 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
 
+    # the global RNG draws below (model init, teacher construction) follow this seed in this order
     torch.manual_seed(cfg.seed)
     train_d = data.get("train") or load_split(cfg, cfg.train_split)
     val_d = data.get("val") if "val" in data else (load_split(cfg, cfg.val_split, False) if cfg.val_split else None)
@@ -251,14 +298,18 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
             sd = {k: v for k, v in sd.items() if not k.startswith(head)}
         model.load_state_dict(sd, strict=False)
     if info.enabled and cfg.sync_bn:
-        # global-batch BN statistics: a DDP run then computes what one process would
+        # global-batch BN statistics: a DDP step then computes what one process would (up to round-off)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else convert_global_batchnorm(model)
     model.to(device)
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    teacher, teacher_info, cached_q = None, {}, None
-    if cfg.target in ("ldg-online", "ldg-cached"):
+    teacher_info, cached_q = {}, None
+    if cfg.target == "ldg-cached" and teacher_dists is not None:
+        cached_q = torch.as_tensor(teacher_dists)
+    elif cfg.target == "ldg-online" and teacher is not None:
+        teacher.eval()
+    elif cfg.target in ("ldg-online", "ldg-cached"):
         teacher = load_model(cfg.teacher, device=device)
         check_d = val_d if val_d is not None else train_d
         tmean, tstd = _teacher_mean_std(teacher)
@@ -267,7 +318,8 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
             teacher_info["note"] = f"teacher trained at {teacher.meta.input_size}px, student at {cfg.input_size}px"
         if cfg.target == "ldg-cached":
             cached_q = torch.from_numpy(cache_teacher_distributions(teacher, train_d, cfg, device, info))
-            teacher = None  # no teacher forward during training
+    if cfg.target != "ldg-online":
+        teacher = None  # no teacher forward during training
 
     world = info.world_size
     if cfg.batch_size % world:
@@ -285,198 +337,273 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg, steps))
     ema = _EMA(model, cfg.ema_teacher) if cfg.ema_teacher > 0 else None
 
-    start_epoch, best, history = 0, {"score": -1.0, "epoch": -1}, []
+    labels = torch.as_tensor(train_d.labels)
+    cw = class_weights(labels, cfg.num_classes, cfg.class_weighting, cfg.class_weight_beta)
+    run = Run(cfg=cfg, info=info, device=device, out=out, train_d=train_d, val_d=val_d, test_d=test_d, mean=mean,
+              std=std, model=model, ddp_model=ddp_model, optimizer=opt, scheduler=sched, steps=steps, labels=labels,
+              dists=torch.as_tensor(train_d.dists) if train_d.dists is not None else None,
+              prior=class_prior(labels, cfg.num_classes), class_weights=None if cw is None else cw.to(device),
+              ema=ema, teacher=teacher, teacher_dists=cached_q, teacher_info=teacher_info)
+    if cfg.balanced_sampling:
+        # one global draw sequence per epoch; each rank takes its slice of every global batch
+        run.sampler = ClassBalancedSampler(train_d.labels, steps * cfg.batch_size, seed=cfg.seed)
     state_path = out / "last.pt"
     if cfg.resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        if st.get("config", {}).get("arch") != cfg.arch:
-            raise ValueError(f"{state_path} belongs to a different run (arch {st.get('config', {}).get('arch')})")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        if ema is not None and "ema" in st:
-            ema.model.load_state_dict(st["ema"])
-        start_epoch, best, history = st["epoch"] + 1, st["best"], st["history"]
-        best.setdefault("score", best.get("val_acc", -1.0))  # runs started before select_on existed
-        torch.set_rng_state(st["rng"]["torch"])
-
-    images_dev = None
+        _load_state(run, state_path)
     if cfg.device_cache if cfg.device_cache is not None else cuda:
-        images_dev = torch.as_tensor(np.asarray(train_d.images)).to(device)
-    labels_all = torch.as_tensor(train_d.labels)
-    dists_all = torch.as_tensor(train_d.dists) if train_d.dists is not None else None
-    local_b = cfg.batch_size // world
-    C = cfg.num_classes
-    if cfg.balanced_sampling:
-        freq = torch.bincount(labels_all, minlength=C).float()
-        weights = (1.0 / freq.clamp(min=1))[labels_all]
-    prior = class_prior(labels_all, C)
-    log_prior = torch.log(prior).to(device)
-    cw = class_weights(labels_all, C, cfg.class_weighting, cfg.class_weight_beta)
-    cw = None if cw is None else cw.to(device)
+        run.images_dev = torch.as_tensor(np.asarray(train_d.images)).to(device)
+    return run
 
-    csv_path = out / "metrics.csv"
+
+def save_state(run: Run, epoch: int, path: str | os.PathLike | None = None) -> None:
+    """Write the resume state after ``epoch`` (0-based) atomically to ``last.pt`` (rank 0 only)."""
+    if not run.info.is_main:
+        return
+    st = {"model": model_for_export(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
+          "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best": run.best, "history": run.history,
+          "rng": _rng_state(), "config": json.loads(json.dumps(run.cfg.to_dict()))}
+    if run.ema is not None:
+        st["ema"] = run.ema.model.state_dict()
+    atomic_write(path or run.out / "last.pt", lambda tmp: torch.save(st, tmp))
+
+
+def _load_state(run: Run, path: Path) -> None:
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    if st.get("config", {}).get("arch") != run.cfg.arch:
+        raise ValueError(f"{path} belongs to a different run (arch {st.get('config', {}).get('arch')})")
+    run.model.load_state_dict(st["model"])
+    run.optimizer.load_state_dict(st["optimizer"])
+    run.scheduler.load_state_dict(st["scheduler"])
+    if run.ema is not None and "ema" in st:
+        run.ema.model.load_state_dict(st["ema"])
+    run.start_epoch, run.best, run.history = st["epoch"] + 1, st["best"], st["history"]
+    run.best.setdefault("score", run.best.get("val_acc", -1.0))  # runs started before select_on existed
+    torch.set_rng_state(st["rng"]["torch"])
+
+
+def epoch_order(run: Run, epoch: int) -> torch.Tensor:
+    """The global sample order of an epoch (at least steps * batch_size indices): a function of
+    (seed, epoch) alone, so a resumed or distributed run draws the same batches."""
+    cfg, n = run.cfg, len(run.train_d)
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+        return run.sampler.global_draws()
+    order = torch.randperm(n, generator=batch_generator(cfg.seed, epoch, -1))
+    if run.steps * cfg.batch_size > n:  # tiny datasets: repeat
+        order = order.repeat(math.ceil(run.steps * cfg.batch_size / n))
+    return order
+
+
+def compute_loss(cfg: TrainConfig, logits: torch.Tensor, labels: torch.Tensor, q: torch.Tensor | None = None,
+                 ema_q: torch.Tensor | None = None, log_prior: torch.Tensor | None = None,
+                 class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The training loss of a batch: cross-entropy on ``labels`` or eq. 5 on a target distribution
+    ``q``, with the one-hot/EMA mixing (hard_mix, ema_mix) and the class-imbalance switches
+    (logit_adjust with ``log_prior``, per-class ``class_weights``)."""
+    # train-time logit adjustment: the loss sees logits + tau*log(prior), so the raw logits
+    # the model keeps for inference are pushed towards the class-balanced posterior
+    z = logits + cfg.logit_adjust * log_prior if cfg.logit_adjust else logits
+    hard_only = q is None and not (cfg.hard_mix or ema_q is not None)
+    if hard_only and class_weights is None:
+        return nn.functional.cross_entropy(z, labels)
+    if q is None:
+        q = torch.nn.functional.one_hot(labels, cfg.num_classes).float()
+    elif cfg.temperature != 1.0 and cfg.target in ("crowd", "true", "ldg-cached"):
+        q = torch.softmax(torch.log(q.clamp_min(1e-8)) / cfg.temperature, 1)
+    q = mix_targets(q.float(), labels, cfg.hard_mix, ema_q, cfg.ema_mix)
+    # one-hot targets keep cross_entropy's scale (mean over N) when only re-weighted
+    return label_distribution_loss(z, q, "mean" if hard_only else cfg.loss_reduction, class_weights)
+
+
+def _batch_images(run: Run, idx: torch.Tensor) -> torch.Tensor:
+    if run.images_dev is not None:
+        return run.images_dev[idx.to(run.device)]
+    sidx, inv = torch.sort(idx)  # sorted reads are kinder to the memmap
+    return torch.from_numpy(np.asarray(run.train_d.images[sidx.numpy()]))[torch.argsort(inv)].to(run.device)
+
+
+def _stored_target(run: Run, idx: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """The target distribution of a batch for every source but ldg-online (None: hard labels)."""
+    target = run.cfg.target
+    if target == "ldg-cached":
+        return run.teacher_dists[idx].to(run.device)
+    if target in ("crowd", "true"):
+        return run.dists[idx].to(run.device)
+    if target == "smooth":
+        return smooth_labels(labels, run.cfg.num_classes, run.cfg.smoothing)
+    return None
+
+
+def train_one_epoch(run: Run, epoch: int, max_steps: int | None = None) -> dict:
+    """Run the optimizer steps of ``epoch`` (0-based; the first ``max_steps`` only if given) and
+    return its row: lr, training loss and accuracy (summed over ranks), throughput."""
+    from tqdm.auto import tqdm
+
+    cfg, info, device = run.cfg, run.info, run.device
+    t0 = time.time()
+    run.model.train()
+    order = epoch_order(run, epoch)
+    local_b = cfg.batch_size // info.world_size
+    sl = slice(info.rank * local_b, (info.rank + 1) * local_b)  # this rank's slice of every global batch
+    log_prior = torch.log(run.prior).to(device)
+    steps = run.steps if max_steps is None else min(run.steps, max_steps)
+    loss_sum = torch.zeros(3, dtype=torch.float64)  # loss*count, correct, count
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main),
+               leave=False)
+    for step in bar:
+        gidx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        params = sample_params(len(gidx), cfg.augment, batch_generator(cfg.seed, epoch, step)) \
+            if cfg.augment.enabled else None
+        idx = gidx[sl]
+        xb = _batch_images(run, idx)
+        yb = run.labels[idx].to(device)
+        x = augment_batch(xb, slice_params(params, sl), run.mean, run.std) if params is not None \
+            else eval_batch(xb, run.mean, run.std)
+        if run.cuda and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and run.cuda):
+            logits = run.ddp_model(x)
+            if cfg.target == "ldg-online":
+                q = teacher_distribution(run.teacher, x, cfg.temperature)  # the SAME augmented batch
+        logits = logits.float()
+        if cfg.target != "ldg-online":
+            q = _stored_target(run, idx, yb)
+        ema_q = None
+        if run.ema is not None and cfg.ema_mix > 0:
+            with torch.no_grad():
+                ema_q = torch.softmax(run.ema.model(x).float() / cfg.temperature, 1)
+        loss = compute_loss(cfg, logits, yb, q, ema_q, log_prior, run.class_weights)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        with torch.no_grad():
+            loss_sum += torch.tensor([loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx)],
+                                     dtype=torch.float64)
+        if info.is_main and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss_sum[0] / loss_sum[2]:.4f}", acc=f"{loss_sum[1] / loss_sum[2]:.3f}")
+    all_reduce_sum(loss_sum, info)
+    train_time = time.time() - t0
+    return {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": float(loss_sum[0] / loss_sum[2]),
+            "train_acc": float(loss_sum[1] / loss_sum[2]), "img_per_s": float(loss_sum[2] / train_time),
+            "epoch_time_s": train_time}
+
+
+def validate(run: Run, data: SplitData | None) -> dict | None:
+    """Classification metrics of the current model on ``data`` (rank 0; None elsewhere or without data),
+    plus the soft cross-entropy against the split's label distributions where it has them."""
+    if data is None or not run.info.is_main:
+        return None
+    probs = predict_arrays(run.model, data.images, run.mean, run.std, run.cfg.eval_batch_size, run.device,
+                           amp=run.cfg.amp)
+    m = classification_metrics(probs, data.labels)
+    if data.dists is not None:
+        m["soft_ce_vs_dist"] = soft_cross_entropy(probs, data.dists)
+    return m
+
+
+def train(cfg: TrainConfig, *, data: dict | None = None) -> dict:
+    """Run (or resume) a training run described by ``cfg``; returns the final summary.
+
+    ``data`` may pass pre-loaded splits ({"train": SplitData, ...}) instead of the dataset layer.
+    Writes into ``cfg.out_dir``: config.yaml, metrics.csv, last.pt (resume state), best.safetensors
+    (selected on validation), model.safetensors (final export = best), summary.json.
+    """
+    cfg.validate()
+    info = init_distributed("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu")
+    try:
+        return _train(cfg, info, data or {})
+    finally:
+        cleanup()
+
+
+def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
+    run = build_run(cfg, data, info)
     tb = None
     if cfg.tensorboard and info.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        tb = SummaryWriter(str(out / "tb"))
-
-    def evaluate(d: SplitData | None) -> dict | None:
-        if d is None or not info.is_main:
-            return None
-        probs = predict_arrays(model, d.images, mean, std, cfg.eval_batch_size, device, amp=cfg.amp)
-        m = classification_metrics(probs, d.labels)
-        if d.dists is not None:
-            m["soft_ce_vs_dist"] = soft_cross_entropy(probs, d.dists)
-        return m
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.time()
-        model.train()
-        g = batch_generator(cfg.seed, epoch, -1)
-        if cfg.balanced_sampling:
-            order = torch.multinomial(weights, steps * cfg.batch_size, replacement=True, generator=g)
-        else:
-            order = torch.randperm(n, generator=g)
-            if steps * cfg.batch_size > n:  # tiny datasets: repeat
-                order = order.repeat(math.ceil(steps * cfg.batch_size / n))
-        loss_sum = torch.zeros(3, dtype=torch.float64)  # loss*count, correct, count
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and info.is_main),
-                   leave=False)
-        for step in bar:
-            gidx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            params = sample_params(len(gidx), cfg.augment, batch_generator(cfg.seed, epoch, step)) \
-                if cfg.augment.enabled else None
-            sl = slice(info.rank * local_b, (info.rank + 1) * local_b)
-            idx = gidx[sl]
-            if images_dev is not None:
-                xb = images_dev[idx.to(device)]
-            else:
-                sidx, inv = torch.sort(idx)  # sorted reads are kinder to the memmap
-                xb = torch.from_numpy(np.asarray(train_d.images[sidx.numpy()]))[torch.argsort(inv)].to(device)
-            yb = labels_all[idx].to(device)
-            x = augment_batch(xb, slice_params(params, sl), mean, std) if params is not None else eval_batch(xb, mean, std)
-            if cuda and cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and cuda):
-                logits = ddp_model(x)
-                if cfg.target == "ldg-online":
-                    q = teacher_distribution(teacher, x, cfg.temperature)  # the SAME augmented batch
-            logits = logits.float()
-            if cfg.target == "hard":
-                q = None
-            elif cfg.target == "ldg-cached":
-                q = cached_q[idx].to(device)
-            elif cfg.target in ("crowd", "true"):
-                q = dists_all[idx].to(device)
-            elif cfg.target == "smooth":
-                q = smooth_labels(yb, C, cfg.smoothing)
-            ema_q = None
-            if ema is not None and cfg.ema_mix > 0:
-                with torch.no_grad():
-                    ema_q = torch.softmax(ema.model(x).float() / cfg.temperature, 1)
-            # train-time logit adjustment: the loss sees logits + tau*log(prior), so the raw logits
-            # the model keeps for inference are pushed towards the class-balanced posterior
-            z = logits + cfg.logit_adjust * log_prior if cfg.logit_adjust else logits
-            hard_only = q is None and not (cfg.hard_mix or ema_q is not None)
-            if hard_only and cw is None:
-                loss = nn.functional.cross_entropy(z, yb)
-            else:
-                if q is None:
-                    q = torch.nn.functional.one_hot(yb, C).float()
-                elif cfg.temperature != 1.0 and cfg.target in ("crowd", "true", "ldg-cached"):
-                    q = torch.softmax(torch.log(q.clamp_min(1e-8)) / cfg.temperature, 1)
-                q = mix_targets(q.float(), yb, cfg.hard_mix, ema_q, cfg.ema_mix)
-                # one-hot targets keep cross_entropy's scale (mean over N) when only re-weighted
-                loss = label_distribution_loss(z, q, "mean" if hard_only else cfg.loss_reduction, cw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(model)
-            with torch.no_grad():
-                loss_sum += torch.tensor([loss.item() * len(idx), (logits.argmax(1) == yb).sum().item(), len(idx)],
-                                         dtype=torch.float64)
-            if info.is_main and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss_sum[0] / loss_sum[2]:.4f}", acc=f"{loss_sum[1] / loss_sum[2]:.3f}")
-        all_reduce_sum(loss_sum, info)
-        train_time = time.time() - t0
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": float(loss_sum[0] / loss_sum[2]),
-               "train_acc": float(loss_sum[1] / loss_sum[2]), "img_per_s": float(loss_sum[2] / train_time),
-               "epoch_time_s": train_time}
-        vm = evaluate(val_d)
+        tb = SummaryWriter(str(run.out / "tb"))
+    for epoch in range(run.start_epoch, cfg.epochs):
+        row = train_one_epoch(run, epoch)
+        vm = validate(run, run.val_d)
         if vm:
             row.update(val_acc=vm["accuracy"], val_balanced_acc=vm["balanced_accuracy"], val_nll=vm["nll"], val_ece=vm["ece"])
         if cfg.track_test:
-            tm = evaluate(test_d)
+            tm = validate(run, run.test_d)
             if tm:
                 row.update(test_acc=tm["accuracy"])
         if info.is_main:
-            history.append(row)
+            run.history.append(row)
             score = row.get("val_balanced_acc" if cfg.select_on == "balanced_accuracy" else "val_acc",
                             row["train_acc"])
-            if score > best["score"]:
-                best = {"score": score, "epoch": epoch + 1, "metric": cfg.select_on}
-                save_model(model_for_export(model), out / "best.safetensors",
-                           _meta(cfg, label_map, mean, std, {"selected_on": "val" if vm else "train", **row}))
-            new = not csv_path.exists()
-            with open(csv_path, "a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            if score > run.best["score"]:
+                run.best = {"score": score, "epoch": epoch + 1, "metric": cfg.select_on}
+                save_model(model_for_export(run.model), run.out / "best.safetensors",
+                           _meta(cfg, run.label_map, run.mean, run.std, {"selected_on": "val" if vm else "train", **row}))
+            _append_csv(run.out / "metrics.csv", row)
             if tb is not None:
                 for k, v in row.items():
                     tb.add_scalar(k, v, epoch + 1)
-            st = {"model": model_for_export(model).state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "history": history,
-                  "rng": _rng_state(), "config": json.loads(json.dumps(cfg.to_dict()))}
-            if ema is not None:
-                st["ema"] = ema.model.state_dict()
-            atomic_write(state_path, lambda tmp: torch.save(st, tmp))
+            save_state(run, epoch)
             if cfg.progress:
                 print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         barrier()
-
-    summary = {}
-    if info.is_main:
-        final_state = {k: v.clone() for k, v in model_for_export(model).state_dict().items()}
-        last_test = evaluate(test_d)
-        best_model = load_model(out / "best.safetensors", device=device)
-        model_for_export(model).load_state_dict(best_model.state_dict())
-        sel_test = evaluate(test_d)
-        sel_val = evaluate(val_d)
-        prior_correction = {}
-        if cfg.posthoc_prior != "none" and val_d is not None:
-            pv = predict_arrays(model, val_d.images, mean, std, cfg.eval_batch_size, device, amp=cfg.amp)
-            tau, table = select_prior_tau(pv, val_d.labels, prior.numpy(), cfg.posthoc_prior)
-            prior_correction = {"tau": tau, "prior": [round(float(v), 6) for v in prior], "criterion": cfg.posthoc_prior,
-                                "selected_on": cfg.val_split or "val", "sweep": table}
-        summary = {
-            "config": cfg.to_dict(), "label_map": label_map.to_list(), "teacher": teacher_info,
-            "best_epoch": best["epoch"], "val_selected": {"val": _brief(sel_val), "test": _brief(sel_test)},
-            "last_epoch": {"test": _brief(last_test)}, "prior_correction": prior_correction,
-        }
-        if cfg.track_test and history and "test_acc" in history[0]:
-            bt = max(history, key=lambda r: r["test_acc"])
-            summary["best_on_test_official_protocol"] = {"epoch": bt["epoch"], "test_acc": bt["test_acc"],
-                                                         "note": "selected on the test split like the official code; not a valid estimate"}
-        metrics = {"val_acc": sel_val and sel_val["accuracy"], "test_acc": sel_test and sel_test["accuracy"],
-                   "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"],
-                   "selected_on": cfg.select_on}
-        save_model(model_for_export(model), out / "model.safetensors",
-                   _meta(cfg, label_map, mean, std, metrics, prior_correction))
-        model_for_export(model).load_state_dict(final_state)
-        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
+    summary = _finish(run) if info.is_main else {}
     barrier()
     return summary
 
 
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _finish(run: Run) -> dict:
+    """Final exports (rank 0): test the last and the selected model, choose the post-hoc prior
+    correction on validation, write model.safetensors (= best) and summary.json."""
+    cfg, out, model = run.cfg, run.out, run.model
+    final_state = {k: v.clone() for k, v in model_for_export(model).state_dict().items()}
+    last_test = validate(run, run.test_d)
+    best_model = load_model(out / "best.safetensors", device=run.device)
+    model_for_export(model).load_state_dict(best_model.state_dict())
+    sel_test = validate(run, run.test_d)
+    sel_val = validate(run, run.val_d)
+    prior_correction = {}
+    if cfg.posthoc_prior != "none" and run.val_d is not None:
+        pv = predict_arrays(model, run.val_d.images, run.mean, run.std, cfg.eval_batch_size, run.device, amp=cfg.amp)
+        tau, table = select_prior_tau(pv, run.val_d.labels, run.prior.numpy(), cfg.posthoc_prior)
+        prior_correction = {"tau": tau, "prior": [round(float(v), 6) for v in run.prior], "criterion": cfg.posthoc_prior,
+                            "selected_on": cfg.val_split or "val", "sweep": table}
+    history, best = run.history, run.best
+    summary = {
+        "config": cfg.to_dict(), "label_map": run.label_map.to_list(), "teacher": run.teacher_info,
+        "best_epoch": best["epoch"], "val_selected": {"val": _brief(sel_val), "test": _brief(sel_test)},
+        "last_epoch": {"test": _brief(last_test)}, "prior_correction": prior_correction,
+    }
+    if cfg.track_test and history and "test_acc" in history[0]:
+        bt = max(history, key=lambda r: r["test_acc"])
+        summary["best_on_test_official_protocol"] = {"epoch": bt["epoch"], "test_acc": bt["test_acc"],
+                                                     "note": "selected on the test split like the official code; not a valid estimate"}
+    metrics = {"val_acc": sel_val and sel_val["accuracy"], "test_acc": sel_test and sel_test["accuracy"],
+               "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"],
+               "selected_on": cfg.select_on}
+    save_model(model_for_export(model), out / "model.safetensors",
+               _meta(cfg, run.label_map, run.mean, run.std, metrics, prior_correction))
+    model_for_export(model).load_state_dict(final_state)
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
+    return summary
+
+
 def model_for_export(model: nn.Module) -> nn.Module:
-    m = _unwrap(model)
-    return m
+    """The bare model under a DDP wrapper (what checkpoints and exports hold)."""
+    return _unwrap(model)
 
 
 def _brief(m: dict | None) -> dict | None:
