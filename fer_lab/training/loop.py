@@ -379,6 +379,11 @@ def _load_state(run: Run, path: Path) -> None:
     run.start_epoch, run.best, run.history = st["epoch"] + 1, st["best"], st["history"]
     run.best.setdefault("score", run.best.get("val_acc", -1.0))  # runs started before select_on existed
     torch.set_rng_state(st["rng"]["torch"])
+    csv_path = path.parent / "metrics.csv"
+    if run.info.is_main and csv_path.is_file() and run.history:
+        # a kill between an epoch's CSV row and its last.pt leaves a row the resumed run repeats:
+        # the CSV is rewritten from the history last.pt holds (one row per finished epoch)
+        _write_csv(csv_path, run.history)
 
 
 def epoch_order(run: Run, epoch: int) -> torch.Tensor:
@@ -554,6 +559,16 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
     summary = _finish(run) if info.is_main else {}
     barrier()
     return summary
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def _append_csv(path: Path, row: dict) -> None:
