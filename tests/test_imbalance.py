@@ -201,6 +201,16 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
     assert again.meta.prior_correction["tau"] == pc["tau"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
+    # evaluate() (fer-lab eval) applies the stored correction by default, after the raw pass
+    from fer_lab.evaluate import evaluate
+
+    served = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw)
+    raw = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=False, return_probs=True)
+    assert served["prior_correction"] == {"tau": pc["tau"], "stored_tau": pc["tau"]}
+    assert raw["prior_correction"]["tau"] == 0.0
+    want = classification_metrics(apply_prior_correction(raw["probs"], pc), raw["targets"])
+    assert served["balanced_accuracy"] == pytest.approx(want["balanced_accuracy"])
+    assert served["accuracy"] == pytest.approx(want["accuracy"])
     # the command refuses a training split that lacks classes (the fixture has no sadness / fear majority)
     root = write_ferplus_folders(tmp_path / "fp")
     from fer_lab import create_model
