@@ -6,8 +6,9 @@ only when alt2 found nothing; the profile cascade (both orientations) is opt-in.
 Eye centres (``haarcascade_eye``) are looked for only when a recipe wants roll alignment or
 ``landmarks=True`` is passed.
 
-:func:`extract_faces` with a named :class:`CropRecipe` is the ONLY crop path: the training caches,
-``fer-lab predict`` and the app all call it with the recipe stored in the checkpoint metadata
+:func:`crop_face` with a named :class:`CropRecipe` does every crop: the training caches (through
+:func:`extract_faces`) and ``Predictor.extract`` (``fer-lab predict``, the app, which
+reuses detections shared between models) all call it with the recipe stored in the checkpoint metadata
 (``meta.crop``), so the framing a model was trained on is the framing it sees at inference.
 See ``docs/faces.md`` for the measurements behind the recipes and the speed figures.
 """
