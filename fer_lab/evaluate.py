@@ -18,7 +18,7 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     ``ModelMeta.prior_correction`` dict (tau, prior, criterion, selected_on, the sweep).
     """
     from .data import build_dataset
-    from .metrics import select_prior_tau
+    from .metrics import fit_prior_correction_from_probs
 
     model = load_model(weights)
     train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
@@ -28,12 +28,9 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     if (prior == 0).any():
         raise ValueError(f"{dataset}/{train_split} has no images of {[k for k, c in counts.items() if not c]}: "
                          "cannot estimate the prior the model learned")
-    prior /= prior.sum()
     res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
                    return_probs=True, prior_correction=False)
-    tau, rows = select_prior_tau(res["probs"], res["targets"], prior, criterion)
-    return {"tau": tau, "prior": [round(float(v), 6) for v in prior], "criterion": criterion,
-            "selected_on": f"{dataset}/{split}", "sweep": rows}
+    return fit_prior_correction_from_probs(res["probs"], res["targets"], prior, criterion, f"{dataset}/{split}")
 
 
 def with_prior_correction(weights, prior_correction: dict, out):

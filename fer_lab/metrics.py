@@ -12,6 +12,7 @@ __all__ = [
     "prior_adjust",
     "prior_adjust_sweep",
     "select_prior_tau",
+    "fit_prior_correction_from_probs",
     "apply_prior_correction",
     "reliability_bins",
     "seed_mean_difference",
@@ -238,4 +239,14 @@ def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus
                      "score": float(score)})
     best = max(rows, key=lambda r: (round(r["score"], 9), -abs(r["tau"])))
     return best["tau"], rows
+
+
+def fit_prior_correction_from_probs(probs_val, labels_val, prior, criterion: str = "mean",
+                                    selected_on: str = "val") -> dict:
+    """The ``ModelMeta.prior_correction`` record (tau, prior, criterion, selected_on, sweep) for
+    validation probabilities: :func:`select_prior_tau` plus what the checkpoint must remember."""
+    q = np.asarray(_as_np(prior), dtype=np.float64).ravel()
+    tau, rows = select_prior_tau(probs_val, labels_val, q, criterion)
+    return {"tau": tau, "prior": [round(float(v), 6) for v in q / q.sum()], "criterion": criterion,
+            "selected_on": selected_on, "sweep": rows}
 

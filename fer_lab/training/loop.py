@@ -34,7 +34,7 @@ from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
 from ..engine import run_model
 from ..labels import LabelMap
-from ..metrics import classification_metrics, select_prior_tau, soft_cross_entropy
+from ..metrics import classification_metrics, fit_prior_correction_from_probs, soft_cross_entropy
 from ..models import create_model
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cleanup, convert_global_batchnorm,
@@ -593,9 +593,8 @@ def _finish(run: Run) -> dict:
     prior_correction = {}
     if cfg.posthoc_prior != "none" and run.val_d is not None:
         pv = predict_arrays(model, run.val_d.images, run.mean, run.std, cfg.eval_batch_size, run.device, amp=cfg.amp)
-        tau, table = select_prior_tau(pv, run.val_d.labels, run.prior.numpy(), cfg.posthoc_prior)
-        prior_correction = {"tau": tau, "prior": [round(float(v), 6) for v in run.prior], "criterion": cfg.posthoc_prior,
-                            "selected_on": cfg.val_split or "val", "sweep": table}
+        prior_correction = fit_prior_correction_from_probs(pv, run.val_d.labels, run.prior.numpy(), cfg.posthoc_prior,
+                                                           cfg.val_split or "val")
     history, best = run.history, run.best
     summary = {
         "config": cfg.to_dict(), "label_map": run.label_map.to_list(), "teacher": run.teacher_info,
