@@ -1,7 +1,7 @@
 """Plain-text tables for reports (the CLI prints them; library reports such as ``bench`` build them)."""
 from __future__ import annotations
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "held_out_record", "held_out_markdown", "HELD_OUT_KEY"]
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -13,4 +13,49 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+HELD_OUT_KEY = "held_out"  # ModelMeta.metrics[HELD_OUT_KEY]: what a shipping tool measured on a test split
+
+
+def held_out_record(result: dict, *, split: str, raw: dict | None = None, tau: float = 0.0) -> dict:
+    """The stored held-out evaluation of a checkpoint, from :func:`fer_lab.evaluate.evaluate` results.
+
+    ``result`` is the evaluation as served (with the stored prior correction, ``tau``), ``raw``
+    the same split without it.  Kept small (numbers and the confusion matrix), so the app can show
+    a model's every-class behaviour without the data set.
+    """
+    rec = {"split": split, "n": int(result["n"]), "prior_tau": float(tau),
+           "accuracy": float(result["accuracy"]), "balanced_accuracy": float(result["balanced_accuracy"]),
+           "per_class_recall": list(result["per_class_accuracy"]), "labels": list(result["labels"]),
+           "confusion": [[int(v) for v in row] for row in result["confusion"]]}
+    if raw is not None:
+        rec["raw"] = {"accuracy": float(raw["accuracy"]), "balanced_accuracy": float(raw["balanced_accuracy"]),
+                      "per_class_recall": list(raw["per_class_accuracy"])}
+    return rec
+
+
+def held_out_markdown(name: str, metrics: dict | None) -> str:
+    """Markdown of a checkpoint's stored held-out evaluation (accuracy, balanced accuracy, recall per class)."""
+    rec = (metrics or {}).get(HELD_OUT_KEY)
+    if not rec:
+        return (f"**{name}** carries no stored held-out evaluation (the shipped weights do; for your own "
+                "checkpoint run `fer-lab eval`).")
+
+    def pct(v):
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    raw = rec.get("raw") or {}
+    tau = rec.get("prior_tau", 0.0)
+    head = (f"**{name}** on {rec['split']} ({rec['n']} faces), as served"
+            + (f" (prior correction τ {tau:g})" if tau else "") + f": accuracy **{pct(rec['accuracy'])}%**, "
+            f"balanced accuracy (mean recall over classes) **{pct(rec['balanced_accuracy'])}%**")
+    if raw:
+        head += f"; without the correction {pct(raw['accuracy'])}% / {pct(raw['balanced_accuracy'])}%"
+    labels = rec["labels"]
+    lines = [head + ".", "", "| recall | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
+             "| as served | " + " | ".join(pct(v) for v in rec["per_class_recall"]) + " |"]
+    if raw.get("per_class_recall"):
+        lines.append("| raw | " + " | ".join(pct(v) for v in raw["per_class_recall"]) + " |")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from fer_lab import canonical, create_model  # noqa: E402
+from fer_lab import canonical, create_model, load_model  # noqa: E402
 from fer_lab.app import AppEngine, ModelHub, build_demo, launch_kwargs  # noqa: E402
 from fer_lab.app import events as app_events  # noqa: E402
 from fer_lab.app.examples import load_examples  # noqa: E402
@@ -50,7 +50,25 @@ def weights_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("weights")
     for arch in SIDES:
         _standin(d / f"{arch}-ferplus.safetensors", arch)
+    _store_held_out(d / "efficientface-ferplus.safetensors", HELD_OUT_CM, split="MySet", tau=0.5)
     return d
+
+
+HELD_OUT_CM = np.diag(np.arange(10, 90, 10)) + 1  # every row: its diagonal plus 7 stray faces
+
+
+def _store_held_out(path, cm, **kw):
+    """Give a stand-in checkpoint the held-out record a shipping tool stores (raw: 50% / 25%)."""
+    from fer_lab.report import held_out_record
+
+    diag = np.diag(cm) / cm.sum(1)
+    res = {"n": int(cm.sum()), "accuracy": float(np.trace(cm) / cm.sum()), "labels": canonical(8).to_list(),
+           "balanced_accuracy": float(diag.mean()), "per_class_accuracy": diag.tolist(), "confusion": cm.tolist()}
+    model = load_model(path)
+    meta = model.meta
+    meta.metrics = {"held_out": held_out_record(res, raw={**res, "accuracy": 0.5, "balanced_accuracy": 0.25}, **kw)}
+    save_model(model, path, meta)
+    return res
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +353,26 @@ def test_load_checkpoint_own_official_and_broken(engine, imgs, tmp_path):
     assert len(engine.hub.names()) <= 2 + engine.hub.max_custom
 
 
+def test_models_tab_shows_the_stored_held_out_evaluation(engine, tmp_path):
+    """A checkpoint carrying a held-out record gets its recall table and a row-normalised heat map;
+    one without says so instead of showing nothing."""
+    cm = HELD_OUT_CM
+    path = _standin(tmp_path / "scored.safetensors", "efficientface")
+    res = _store_held_out(path, cm, split="OtherSet", tau=0.25)
+    key = engine.load_checkpoint(str(path), None, "efficientface")[2]["value"]
+    text, fig = engine.model_report(key)
+    assert "OtherSet" in text and "τ 0.25" in text and f"{100 * res['balanced_accuracy']:.1f}%" in text
+    assert f"| as served | {100 * 11 / 18:.1f} |" in text and "| raw |" in text and "50.0% / 25.0%" in text
+    z = np.asarray(fig.data[0].z, dtype=float)
+    assert np.allclose(z.sum(1), 1) and np.allclose(np.diag(z), np.diag(cm) / cm.sum(1))
+    assert "MySet" in engine.model_report(None)[0]  # default: the EfficientFace column's model
+
+    text, fig = engine.model_report("baseline-ferplus")  # this stand-in carries no record
+    assert fig is None and "no stored held-out evaluation" in text
+    with pytest.raises(gr.Error, match="not loaded"):
+        engine.model_report("nope")
+
+
 def test_missing_shipped_weights_fall_back_with_message(tmp_path, monkeypatch, imgs):
     monkeypatch.setenv("FER_LAB_WEIGHTS", str(tmp_path))
     eng = AppEngine(ModelHub(), allow_local_paths=False)
@@ -355,7 +393,9 @@ def test_api_endpoints_through_client(server, imgs, tmp_path):
     _, url = server
     c = Client(url, verbose=False)
     named = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(named) == {"/detect", "/analyze", "/batch", "/load_checkpoint"}
+    assert set(named) == {"/detect", "/analyze", "/batch", "/load_checkpoint", "/model_report"}
+    text, plot = c.predict("efficientface-ferplus", api_name="/model_report")
+    assert "MySet" in text and json.loads(plot["plot"])["data"][0]["type"] == "heatmap"
 
     annotated, picker, status = c.predict(handle_file(str(imgs / "twelve.png")), False, api_name="/detect")
     assert Path(annotated).is_file() and len(picker["choices"]) == 12 and "12 faces" in status
@@ -486,6 +526,12 @@ def test_browser_upload_renders_both_cams_and_distributions(server, imgs):
                                "document.querySelector('#' + s + '-time').innerText.includes('flip TTA'))",
                                timeout=60_000)
         page.screenshot(path=str(shot), full_page=True)
+        # the Models tab shows the default model's stored held-out evaluation and its heat map
+        page.get_by_role("tab", name="Models").click()
+        page.wait_for_function("() => document.querySelector('#report-text').innerText.includes('MySet')",
+                               timeout=30_000)
+        page.locator("#report-plot .js-plotly-plot").wait_for(state="visible", timeout=30_000)
+        assert page.locator("#report-plot .js-plotly-plot .heatmaplayer, #report-plot .js-plotly-plot image").count()
     assert shot.stat().st_size > 10_000
 
 
@@ -503,10 +549,17 @@ def test_browser_whole_image_follows_source_and_states_stay_readable(server, img
         page.get_by_text("Expected: happiness", exact=True).click()  # its cell in the examples table
         page.wait_for_function(_status_has("Scored the whole image"), timeout=30_000)
         assert whole.is_checked() and caption.input_value() == "Expected: happiness"
+        page.wait_for_function("() => document.querySelector('#efficientface-time').innerText.trim()",
+                               timeout=30_000)
+        timing = page.locator("#efficientface-time").inner_text()
 
         upload.set_input_files(str(imgs / "astronaut.png"))
         page.wait_for_function(_status_has("face 1 of 1"), timeout=30_000)
         assert not whole.is_checked() and caption.input_value() == ""
+        # the analysis chained to the detection has finished (a new timing line) before the next
+        # upload: on a slow or loaded machine an upload during a pending event can be dropped
+        page.wait_for_function(f"() => document.querySelector('#efficientface-time').innerText != {json.dumps(timing)}",
+                               timeout=60_000)
         assert page.locator("#baseline-label").inner_text().strip()
 
         upload.set_input_files(str(imgs / "noface.png"))

@@ -50,6 +50,13 @@ def test_shipped_weights_load_by_name_with_metadata(name):
     assert len(pc["prior"]) == 8 and abs(sum(pc["prior"]) - 1) < 1e-4 and pc["prior"][7] < 0.01  # contempt
     best = max(pc["sweep"], key=lambda r: r["score"])
     assert best["tau"] == pc["tau"]
+    # the held-out evaluation the app's Models tab shows: the documented numbers, a consistent matrix
+    rec = meta.metrics["held_out"]
+    cm = np.asarray(rec["confusion"])
+    assert rec["split"] == "FER2013Test" and rec["labels"] == canonical(8).to_list() and rec["prior_tau"] == pc["tau"]
+    assert cm.shape == (8, 8) and cm.sum() == rec["n"] and abs(np.trace(cm) / cm.sum() - _documented(name)) < 1e-6
+    assert np.allclose(np.diag(cm) / cm.sum(1), _documented(name, "test_per_class_recall"), atol=5e-5)
+    assert abs(rec["balanced_accuracy"] - _documented(name, "test_balanced_acc")) < 1e-6
 
 
 def test_default_predictor_scores_a_real_photo():

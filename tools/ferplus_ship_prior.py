@@ -6,7 +6,8 @@ does on FER2013Test in their metadata (the weights themselves do not change).
 For each shipped name: ``fer_lab.evaluate.fit_prior_correction`` (prior = FER2013Train majority-label
 frequencies, tau on FER2013Valid by --criterion), then ``evaluate`` on FER2013Test with and without
 it; the checkpoint is rewritten in data/weights with ``meta.prior_correction`` and the test metrics
-(``ferplus_test_acc`` = as served, i.e. corrected; ``ferplus_test_acc_raw`` = without).  Prints the
+(``ferplus_test_acc`` = as served, i.e. corrected; ``ferplus_test_acc_raw`` = without; ``held_out``:
+per-class recall and the confusion matrix, which the app's Models tab shows).  Prints the
 machine-readable lines docs/results.md keeps for tests/test_shipped_weights.py.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None):
     from fer_lab.checkpoint import load_model, save_model, weights_dir
     from fer_lab.evaluate import evaluate, fit_prior_correction
+    from fer_lab.report import HELD_OUT_KEY, held_out_record
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default="../shared/data/ferplus")
@@ -39,7 +41,8 @@ def main(argv=None):
         cor_tta = evaluate(tmp, "ferplus", args.root, "test", tta_flip=True)
         meta.metrics = {**meta.metrics, "ferplus_test_acc": cor["accuracy"], "ferplus_test_balanced_acc":
                         cor["balanced_accuracy"], "ferplus_test_acc_raw": raw["accuracy"],
-                        "ferplus_test_balanced_acc_raw": raw["balanced_accuracy"]}
+                        "ferplus_test_balanced_acc_raw": raw["balanced_accuracy"],
+                        HELD_OUT_KEY: held_out_record(cor, split="FER2013Test", raw=raw, tau=pc["tau"])}
         save_model(model, src, meta)
         tmp.unlink()
         row = next(r for r in pc["sweep"] if r["tau"] == pc["tau"])

@@ -35,7 +35,8 @@ from ..checkpoint import CheckpointError
 from ..faces import detect_faces, draw_faces
 from ..inference import FacePrediction, Predictor
 from ..io import ImageLoadError, load_image
-from ..viz import distribution_bar
+from ..report import HELD_OUT_KEY, held_out_markdown
+from ..viz import confusion_heatmap, distribution_bar
 from .examples import Example, ExampleIndex, load_examples
 from .hub import ModelHub
 
@@ -368,6 +369,25 @@ class AppEngine:
         shown = [c for c in ("image", "face", "box", *[f"{s}_{k}" for s in SIDES for k in ("label", "score")],
                              "agree", "error") if c in table.columns]
         return table[shown], str(csv_path)
+
+    @user_errors
+    def model_report(self, name: str | None = None):
+        """The Models tab: a model's stored held-out evaluation (markdown) and its confusion heat map.
+
+        Returns (markdown, plotly figure or None); the shipped weights carry their FER2013Test
+        evaluation as served (prior correction included), so this needs no data set.
+        """
+        name = name or self.hub.default_for(len(SIDES) - 1)
+        if not name:
+            return "No model loaded.", None
+        p = self.hub.get(name)
+        rec = (p.meta.metrics or {}).get(HELD_OUT_KEY)
+        text = held_out_markdown(name, p.meta.metrics)
+        if not rec or not rec.get("confusion"):
+            return text, None
+        fig = confusion_heatmap(rec["confusion"], rec["labels"],
+                                title=f"{name}: {rec['split']}, row = true class (recall on the diagonal)")
+        return text, fig
 
     @user_errors
     def load_checkpoint(self, file=None, path: str | None = None, side: str = "efficientface"):

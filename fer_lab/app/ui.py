@@ -156,6 +156,13 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
             ckpt_side = gr.Radio(list(SIDES), value="efficientface", label="Show it in column")
             load_btn = gr.Button("Load checkpoint", elem_id="load-ckpt")
             ckpt_status = gr.Markdown(label="Checkpoint status")
+            gr.Markdown("### How a model does on every class\nAccuracy alone hides the rare expressions: "
+                        "balanced accuracy is the mean recall over classes; the heat map shows, per true "
+                        "class (row), where its faces go.")
+            report_model = gr.Dropdown(choices, value=defaults[-1], label="Model", allow_custom_value=True,
+                                       elem_id="report-model")
+            report_text = gr.Markdown(elem_id="report-text")
+            report_plot = gr.Plot(label="Confusion matrix (row-normalised)", elem_id="report-plot")
 
         # tta last: API clients written before it existed keep working (it defaults to off)
         detect_inputs, detect_outputs = [image, whole], [annotated, face, status]
@@ -185,7 +192,13 @@ def build_demo(engine: AppEngine | None = None, *, queue_size: int = QUEUE_SIZE,
         run_batch.click(engine.batch, inputs=[files, batch_whole, *model_boxes, batch_tta], outputs=[table, csv_file],
                         api_name="batch", concurrency_id=POOL)
         load_btn.click(engine.load_checkpoint, inputs=[ckpt_file, ckpt_path, ckpt_side],
-                       outputs=[ckpt_status, *model_boxes], api_name="load_checkpoint", concurrency_id=POOL)
+                       outputs=[ckpt_status, *model_boxes], api_name="load_checkpoint", concurrency_id=POOL).success(
+            lambda: gr.update(choices=engine.model_choices()), outputs=[report_model], queue=False,
+            api_visibility="private")
+        report_model.change(engine.model_report, inputs=[report_model], outputs=[report_text, report_plot],
+                            api_name="model_report", concurrency_id=POOL)
+        demo.load(engine.model_report, inputs=[report_model], outputs=[report_text, report_plot],
+                  api_visibility="private", queue=False)
 
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
     demo.engine = engine
