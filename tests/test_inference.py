@@ -164,8 +164,8 @@ def test_cli_predict_json_default_weights_and_errors(weights, images, monkeypatc
     assert rc == 0 and "whole image" in out and "baseline-ferplus" in out
 
     rc = main(["predict", str(images / "noface.png")])
-    out, _ = capsys.readouterr()
-    assert rc == 0 and "no face found" in out
+    out, err = capsys.readouterr()
+    assert rc == 0 and "no face found" in out and "--no-detect" in err  # the hint for pre-cropped face sets
 
     rc = main(["predict", "--weights", str(weights / "nope.safetensors"), str(images / "six.png")])
     _, err = capsys.readouterr()

@@ -65,6 +65,10 @@ def run(args) -> int:
               f"prior correction tau {predictor.prior_tau:g})")
         if rows:
             print_table(rows, ["image", "face", "box", "label", "score"])
+        if any(r.ok and not r.faces for r in results) and not args.no_detect:
+            # face sets of pre-cropped faces (FER-2013, RAF-DB aligned, ...) often defeat the detector
+            print("no face found in some images; if they are already face crops, score them whole with "
+                  "--no-detect", file=sys.stderr)
         for r in failed:
             print(f"error: {r.source}: {r.error}", file=sys.stderr)
     return 1 if failed else 0
