@@ -2,7 +2,7 @@
 
 For every model: parameters, MACs (paper and plain conventions, :mod:`fer_lab.complexity`), CPU
 latency at batch 1 and throughput at a large batch, in PyTorch eager (``inference_mode``) and
-through ONNX Runtime (the file :func:`fer_lab.export.export_onnx` writes); ratios to the
+through ONNX Runtime (the file :func:`fer_lab.inference.export.export_onnx` writes); ratios to the
 ShuffleNet-V2 baseline; training throughput for the hard / LDG-online / LDG-cached targets when
 the trainer provides ``fer_lab.training.benchmark_training``; CUDA fp32/fp16/bf16 throughput
 when a GPU is present.
@@ -58,7 +58,7 @@ class BenchConfig:
     throughput_batch: int = 64
     throughput_repeats: int = 3  # batch calls (one per round)
     onnx: bool = True
-    exporter: str = "dynamo"     # see fer_lab.export.EXPORTERS
+    exporter: str = "dynamo"     # see fer_lab.inference.export.EXPORTERS
     training: bool = True
     train_batch: int = 32
     train_steps: int = 5
@@ -76,7 +76,7 @@ class BenchConfig:
 
     def validate(self) -> None:
         from .models import list_models
-        from .export import EXPORTERS
+        from .inference.export import EXPORTERS
 
         unknown = [m for m in self.models if m not in list_models()]
         if unknown:
@@ -202,7 +202,7 @@ def _eager_runner(name: str, model, x1, xb) -> _Runner:
 
 
 def _ort_runner(name: str, model, x1, xb, threads: int, exporter: str, workdir: str) -> tuple[_Runner, dict]:
-    from .export import OnnxModel, export_onnx
+    from .inference.export import OnnxModel, export_onnx
 
     t0 = time.perf_counter()
     report = export_onnx(model, os.path.join(workdir, f"{name}.onnx"), exporter=exporter, input_size=x1.shape[-1])

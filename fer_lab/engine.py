@@ -1,22 +1,25 @@
 """One batched inference engine: face crops -> the model's probabilities or pre-logit features.
 
 Every surface that runs a model over many faces calls :func:`run_model`: ``fer-lab eval``
-(:func:`fer_lab.evaluate.evaluate`), the trainer's validation (``predict_arrays``), the analysis
-modules (distributions, embeddings, robustness, calibration) and :class:`fer_lab.Predictor`'s
-PyTorch path.  Flip test-time augmentation is :func:`flip_average`, shared with the Predictor's
-ONNX Runtime and CAM paths, so "TTA" means one thing everywhere.
+(:func:`fer_lab.inference.evaluate.evaluate`), the trainer's validation (``predict_arrays``), the
+analysis modules (distributions, embeddings, robustness, calibration) and
+:class:`fer_lab.inference.Predictor`'s PyTorch path.  Inputs that are not plain crops (the
+trainer's augmented teacher views, the CAM faithfulness curves' perturbed batches) are normalised
+batches built by their owner and go through :func:`run_batches`, the loop :func:`run_model` itself
+runs.  Flip test-time augmentation is :func:`flip_average`, shared with the Predictor's ONNX
+Runtime and CAM paths, so "TTA" means one thing everywhere.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .preprocess import Preprocess, normalize_uint8
+from .preprocess import Preprocess, preprocess_for
 
-__all__ = ["run_model", "flip_average", "model_outputs"]
+__all__ = ["run_model", "run_batches", "flip_average", "model_outputs"]
 
 
 def flip_average(fn: Callable, x: torch.Tensor, out=None):
@@ -47,8 +50,6 @@ def _resolve_preprocess(model, preprocess, mean, std, input_size) -> Preprocess:
     if preprocess is None:
         if mean is not None and std is not None and input_size is not None:
             return Preprocess(int(input_size), tuple(mean), tuple(std))
-        from .cam import preprocess_for
-
         preprocess = preprocess_for(model, input_size)
     if mean is not None or std is not None or (input_size is not None and int(input_size) != preprocess.input_size):
         preprocess = Preprocess(int(input_size or preprocess.input_size), tuple(mean or preprocess.mean),
@@ -81,8 +82,6 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
     if isinstance(faces, np.ndarray):
         if faces.ndim != 4 or faces.shape[-1] != 3:
             raise ValueError(f"expected an N x H x W x 3 uint8 array of faces, got shape {faces.shape}")
@@ -97,6 +96,32 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
     device = _model_device(model) if device is None else torch.device(device)
     ready = (isinstance(images, np.ndarray) and images.dtype == np.uint8 and not pre.grayscale
              and images.shape[1] == images.shape[2] == pre.input_size)
+
+    def batches():
+        for s in range(0, len(images), batch_size):
+            chunk = images[s:s + batch_size]
+            # np.array copies: memmap slices are read-only and torch wants writable memory
+            u8 = np.array(chunk) if ready else pre.resize_all(chunk)
+            yield pre.normalize(torch.from_numpy(u8).to(device))
+
+    return run_batches(model, batches(), tta_flip=tta_flip, features=features, device=device, amp=amp,
+                       temperature=temperature)
+
+
+@torch.inference_mode()
+def run_batches(model: nn.Module, batches: Iterable[torch.Tensor], *, tta_flip: bool = False,
+                features: bool = False, device: torch.device | str | None = None, amp: bool = False,
+                temperature: float = 1.0) -> np.ndarray:
+    """Run ``model`` over normalised float batches (B x 3 x S x S) -> their outputs concatenated,
+    float32 (N x C probabilities or N x D features).
+
+    The loop of :func:`run_model`, for callers that build the network's input themselves (augmented
+    or perturbed views); ``batches`` may be a generator, consumed one batch at a time.  Options as
+    in :func:`run_model`; the model runs in eval mode and is put back into its previous mode.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    device = _model_device(model) if device is None else torch.device(device)
     autocast = amp and device.type == "cuda"
 
     def forward(x):
@@ -107,11 +132,8 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
     model.eval()
     outs = []
     try:
-        for s in range(0, len(images), batch_size):
-            chunk = images[s:s + batch_size]
-            # np.array copies: memmap slices are read-only and torch wants writable memory
-            u8 = np.array(chunk) if ready else np.stack([pre.resize(f) for f in chunk])
-            x = normalize_uint8(torch.from_numpy(u8).to(device), pre.mean, pre.std)
+        for x in batches:
+            x = x.to(device)
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             out = flip_average(forward, x) if tta_flip else forward(x)

@@ -7,14 +7,14 @@ functions, so the model sees identical crops and pixels in both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["Preprocess", "resize_square", "to_rgb_uint8", "normalize_uint8", "PREALIGNED_RECIPES",
+__all__ = ["Preprocess", "preprocess_for", "resize_square", "to_rgb_uint8", "normalize_uint8", "PREALIGNED_RECIPES",
            "PREALIGNED_PHOTO_RECIPE"]
 
 # the authors' files were trained on pre-aligned face crops; for photos we crop detected faces
@@ -107,11 +107,33 @@ class Preprocess:
         return get_recipe(self.crop)  # honours margins etc. recorded at training time
 
     def resize(self, face) -> np.ndarray:
+        """One face crop -> uint8 S x S x 3 (resized, gray for grayscale models): what the model sees."""
         return resize_square(to_rgb_uint8(face), self.input_size, self.grayscale)
 
+    def resize_all(self, faces) -> np.ndarray:
+        """Face crops -> uint8 N x S x S x 3, each through :meth:`resize`."""
+        return np.stack([self.resize(f) for f in faces])
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 B x S x S x 3 (or B x 3 x S x S) tensor on any device -> normalised float B x 3 x S x S
+        with this model's mean/std."""
+        return normalize_uint8(batch, self.mean, self.std)
+
     def __call__(self, faces) -> torch.Tensor:
-        """One face crop or a list of them -> normalised float batch B x 3 x S x S."""
+        """One face crop or a list of them -> normalised float batch B x 3 x S x S
+        (:meth:`resize_all`, then :meth:`normalize`)."""
         if isinstance(faces, (np.ndarray, Image.Image)):
             faces = [faces]
-        arr = np.stack([self.resize(f) for f in faces])
-        return normalize_uint8(torch.from_numpy(arr), self.mean, self.std)
+        return self.normalize(torch.from_numpy(self.resize_all(faces)))
+
+
+def preprocess_for(model: torch.nn.Module, input_size: int | None = None) -> Preprocess:
+    """``model.preprocess`` (every model from ``create_model`` or ``load_model`` carries one),
+    with ``input_size`` overriding the size only (EfficientFace family: any multiple of 16)."""
+    pre = getattr(model, "preprocess", None)
+    if pre is None:
+        raise ValueError(f"{type(model).__name__} carries no .preprocess; "
+                         "build it with fer_lab.create_model or fer_lab.load_model")
+    if input_size is not None and int(input_size) != pre.input_size:
+        pre = replace(pre, input_size=int(input_size))
+    return pre

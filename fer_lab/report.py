@@ -20,7 +20,7 @@ HELD_OUT_KEY = "held_out"  # ModelMeta.metrics[HELD_OUT_KEY]: what a shipping to
 
 
 def held_out_record(result: dict, *, split: str, raw: dict | None = None, tau: float = 0.0) -> dict:
-    """The stored held-out evaluation of a checkpoint, from :func:`fer_lab.evaluate.evaluate` results.
+    """The stored held-out evaluation of a checkpoint, from :func:`fer_lab.inference.evaluate.evaluate` results.
 
     ``result`` is the evaluation as served (with the stored prior correction, ``tau``), ``raw``
     the same split without it.  Kept small (numbers and the confusion matrix), so the app can show

@@ -165,7 +165,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
                **synthfer_options):
     """Faces from the notebook's data-source parameters.
 
-    synthfer: :func:`fer_lab.synthfer.make_synthfer` (``n`` faces, ground-truth mixtures, injected
+    synthfer: :func:`fer_lab.data.synthfer.make_synthfer` (``n`` faces, ground-truth mixtures, injected
     noise flags; ``synthfer_options`` such as occlusion, pose, contempt_noise pass through).
     A real dataset: ``build_dataset(dataset, root, split)`` decoded once into the array cache at
     ``size`` px, then a seeded random subset of ``n`` faces (all when ``n`` is None) as a
@@ -173,7 +173,7 @@ def load_faces(dataset: str = "synthfer", root=None, split: str = "test", *, n: 
     them, ids, label_map).
     """
     if not is_real(dataset):
-        from .synthfer import make_synthfer
+        from .data.synthfer import make_synthfer
 
         split_seed = {"train": 0, "valid": 1, "val": 1, "test": 2}.get(split, 3)
         return make_synthfer(int(n or 500), size=size, seed=seed + 1_000_003 * split_seed,

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lab.distributions import (agreement, as_face_set, audit_gallery, audit_precision_recall, cooccurrence_matrix,
-                                   entropy, noisy_label_audit, predict_distributions, top2_margin,
-                                   votes_to_distributions)
+from fer_lab.analysis.distributions import (agreement, as_face_set, audit_gallery, audit_precision_recall,
+                                            cooccurrence_matrix, entropy, noisy_label_audit,
+                                            predict_distributions, top2_margin, votes_to_distributions)
 from fer_lab.labels import canonical
 from fer_lab.models import create_model
 
@@ -139,7 +139,7 @@ def _crossfit_softmax(x, y, num_classes, folds=2, steps=150, weight_decay=1e-2, 
 def test_contempt_audit_on_synthfer_finds_injected_flips():
     """Paper Fig. 4 on synthfer: audit the 'contempt' class after 5% of other faces were relabelled
     contempt.  Measured (seed 1, n=800, 48 px): R-precision 0.71 vs base rate 0.26, AP 0.79."""
-    synthfer = pytest.importorskip("fer_lab.synthfer")
+    synthfer = pytest.importorskip("fer_lab.data.synthfer")
     data = synthfer.make_synthfer(800, size=48, num_classes=8, seed=1, contempt_noise=0.05)
     probs = _crossfit_softmax(_hog_features(data.images), data.labels, 8)
     audit = noisy_label_audit(probs, data.labels, data.label_map, classes="contempt")
@@ -177,7 +177,7 @@ def test_predict_distributions_sources_and_batching():
 
 
 def test_figures_have_expected_traces_and_axes():
-    from fer_lab import viz
+    from fer_lab.analysis import viz
 
     fig = viz.distribution_bar([0.1, 0.7, 0.2], ["neutral", "happiness", "sadness"], title="t",
                                reference=[0.2, 0.5, 0.3], reference_name="crowd")
@@ -197,7 +197,7 @@ def test_figures_have_expected_traces_and_axes():
 def test_png_export_through_local_chrome(tmp_path):
     """Skips only when kaleido or a local browser is absent; any other export error fails (a broad
     ``except`` here once hid a missing kaleido)."""
-    from fer_lab import viz
+    from fer_lab.analysis import viz
 
     pytest.importorskip("kaleido", reason="kaleido is not installed (the [analysis] extra)")
     if viz.find_chrome() is None:

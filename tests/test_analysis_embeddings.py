@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lab.embeddings import (compute_embedding, data_key, embedding_figure, embedding_widget, extract_features,
-                                weights_hash)
+from fer_lab.analysis.embeddings import (compute_embedding, data_key, embedding_figure, embedding_widget,
+                                         extract_features, weights_hash)
 from fer_lab.labels import canonical
 from fer_lab.models import create_model
 
@@ -42,7 +42,7 @@ def test_embedding_shapes_clusters_and_features(setup):
     assert (near_a[:40].mean() + (~near_a[40:]).mean()) / 2 > 0.9
     # pre-logit features are what forward_head(pre_logits=True) gives
     f = extract_features(model, sources["horizontal"][:3], input_size=32)
-    from fer_lab.cam import preprocess_for
+    from fer_lab.analysis.cam import preprocess_for
     with torch.no_grad():
         ref = model.forward_head(model.forward_features(preprocess_for(model, 32)(list(sources["horizontal"][:3]))), pre_logits=True)
     np.testing.assert_allclose(f, ref.numpy(), atol=1e-5)
@@ -82,7 +82,7 @@ def test_embedding_figures(setup):
 
 
 def test_label_map_mismatch_is_refused(tmp_path):
-    from fer_lab.distributions import FaceSet
+    from fer_lab.analysis.distributions import FaceSet
 
     model8 = create_model("baseline", num_classes=8)
     faces = FaceSet(np.zeros((6, 32, 32, 3), np.uint8), np.zeros(6, np.int64), label_map=canonical(7))

@@ -4,12 +4,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fer_lab.calibration import brier_score, calibration_table, compare_sll_ldl, reliability_figure
-from fer_lab.distributions import FaceSet
+from fer_lab.analysis.calibration import brier_score, calibration_table, compare_sll_ldl, reliability_figure
+from fer_lab.analysis.distributions import FaceSet
 from fer_lab.labels import LabelMap
 from fer_lab.preprocess import Preprocess
-from fer_lab.robustness import (evaluate_subset, occlude_patch, occlude_shape, perturb, perturbation_curve, rotate,
-                                yaw_warp)
+from fer_lab.analysis.robustness import (evaluate_subset, occlude_patch, occlude_shape, perturb,
+                                         perturbation_curve, rotate, yaw_warp)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,7 +102,7 @@ def test_perturbation_curve_measures_occlusion_damage(mouth_data):
     assert acc[0] == 1.0 and acc[-1] == 0.5 and (np.diff(acc) <= 0).all()  # light-blue mask -> all "happy"
     sg = perturbation_curve(models, mouth_data, kind="sunglasses", strengths=[0, 1.0])
     assert (sg["accuracy"] == 1.0).all()  # eyes are irrelevant to this model
-    from fer_lab.viz import perturbation_curve_figure
+    from fer_lab.analysis.viz import perturbation_curve_figure
     fig = perturbation_curve_figure(mask)
     assert fig.layout.xaxis.title.text == "mask strength" and fig.layout.yaxis.title.text == "accuracy"
     with pytest.raises(ValueError, match="labels"):

@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,12 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
+from _helpers import load_tool  # noqa: E402
+
 from fer_lab import canonical, create_model, load_model  # noqa: E402
 from fer_lab.app import AppEngine, ModelHub, build_demo, launch_kwargs  # noqa: E402
 from fer_lab.app import events as app_events  # noqa: E402
 from fer_lab.app.examples import load_examples  # noqa: E402
-from fer_lab.app.loadtest import run_load  # noqa: E402
 from fer_lab.app.ui import TORCH_THREADS  # noqa: E402
 from fer_lab.checkpoint import ModelMeta, save_model  # noqa: E402
 from fer_lab.inference import Predictor  # noqa: E402
@@ -126,9 +126,7 @@ def engine(weights_dir):
 @pytest.fixture(scope="module")
 def server(engine):
     demo = build_demo(engine)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = load_tool("loadtest").free_port()
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                             **launch_kwargs())
     yield demo, url
@@ -464,10 +462,9 @@ def test_bad_input_matrix_through_client(server, imgs, tmp_path):
 
 
 def test_loopback_load_small(server):
-    from fer_lab.app.loadtest import default_image
-
+    loadtest = load_tool("loadtest")  # tools/loadtest.py
     _, url = server
-    rep = run_load(url, default_image(), requests=12, clients=4)
+    rep = loadtest.run_load(url, loadtest.default_image(), requests=12, clients=4)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "app_loadtest_small.json").write_text(json.dumps(rep.__dict__, indent=2))
     print(rep.summary())

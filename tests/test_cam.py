@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fer_lab.cam import (CAM_METHODS, CamExplainer, compare_cams, compute_cams, faithfulness,
-                         faithfulness_curves, overlay_cam, preprocess_for)
+from fer_lab.analysis.cam import (CAM_METHODS, CamExplainer, compare_cams, compute_cams, faithfulness,
+                                  faithfulness_curves, overlay_cam, preprocess_for)
 from fer_lab.models import create_model, get_cam_target_layer, model_default_cfg
 
 
@@ -104,6 +104,9 @@ def test_faithfulness_ranks_the_true_region_above_its_complement(bright_batch):
     assert (curves[:, 0] > curves[:, 2] + 0.3).all()
     # deterministic with a seed
     np.testing.assert_array_equal(faithfulness(model, bright_batch, q, 0, steps=8), faithfulness(model, bright_batch, q, 0, steps=8))
+    # the (image, step) pairs run through the engine in chunks: the chunk size changes nothing
+    np.testing.assert_allclose(faithfulness_curves(model, bright_batch, q, [0, 1, 0], steps=8, batch_size=5),
+                               faithfulness_curves(model, bright_batch, q, [0, 1, 0], steps=8), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["efficientface", "resnet18"])
@@ -235,9 +238,9 @@ def test_faithfulness_table_and_comparison_figure():
     import numpy as np
     import torch
 
-    from fer_lab.cam import compare_cams, faithfulness_table
+    from fer_lab.analysis.cam import compare_cams, faithfulness_table
     from fer_lab.models import create_model
-    from fer_lab.viz import cam_comparison_figure
+    from fer_lab.analysis.viz import cam_comparison_figure
 
     torch.manual_seed(0)
     models = {"baseline": create_model("baseline").eval(), "efficientface": create_model("efficientface").eval()}

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
+import _fixtures as fx
+
 from fer_lab.data import build_cache, build_dataset, list_datasets
-from fer_lab.data import fixtures as fx
 from fer_lab.labels import CANONICAL
 
 
@@ -91,7 +92,7 @@ def test_imagefolder_csv_list(tmp_path):
 
 
 def test_synthfer_splits_and_truths(tmp_path):
-    pytest.importorskip("fer_lab.synthfer")
+    pytest.importorskip("fer_lab.data.synthfer")
     tr = build_dataset("synthfer", None, "train", n=24, size=32, seed=3)
     va = build_dataset("synthfer", None, "val", n=24, size=32, seed=3)
     again = build_dataset("synthfer", None, "train", n=24, size=32, seed=3)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from _fixtures import write_ferplus_folders
+
 from fer_lab.data import ArrayCache, build_cache, build_dataset, cache as cache_mod
-from fer_lab.data.fixtures import write_ferplus_folders
 from fer_lab.preprocess import resize_square
 
 

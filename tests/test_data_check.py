@@ -3,9 +3,10 @@ import json
 
 import pytest
 
+import _fixtures as fx
+
 from fer_lab.cli import main
 from fer_lab.data import check_dataset, distribution_summary
-from fer_lab.data import fixtures as fx
 
 
 @pytest.fixture(scope="module")

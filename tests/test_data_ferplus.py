@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
+from _fixtures import write_ferplus_csv, write_ferplus_folders
+
 from fer_lab.data import build_dataset
 from fer_lab.data.ferplus import ferplus_targets
-from fer_lab.data.fixtures import write_ferplus_csv, write_ferplus_folders
 from fer_lab.labels import CANONICAL
 
 

@@ -48,7 +48,7 @@ def test_global_draws_are_the_trainers_draws():
     batch_generator(seed, epoch, -1); the DataLoader shares are strided slices of the same stream."""
     import torch
 
-    from fer_lab.augment import batch_generator
+    from fer_lab.training.augment import batch_generator
     from fer_lab.data import ClassBalancedSampler
 
     labels = imbalanced()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fer_lab.checkpoint import ModelMeta, save_model
-from fer_lab.engine import flip_average, run_model
+from fer_lab.engine import flip_average, run_batches, run_model
 from fer_lab.labels import canonical
 from fer_lab.models import create_model
 from fer_lab.preprocess import Preprocess, normalize_uint8
@@ -49,6 +49,9 @@ def test_run_model_matches_one_forward_in_any_batch_size_and_for_memmaps(model, 
     feats = run_model(model, faces, features=True, mean=MEAN, std=STD, batch_size=4)
     np.testing.assert_allclose(feats, _reference(model, faces, features=True), atol=1e-5)
     assert feats.shape[1] != 7  # pre-logit features, not probabilities
+    # run_batches: the same loop over batches normalised elsewhere (a generator is read lazily)
+    batches = (normalize_uint8(torch.from_numpy(faces[s:s + 3]), MEAN, STD) for s in range(0, 7, 3))
+    np.testing.assert_allclose(run_batches(model, batches), ref, atol=1e-5)
 
 
 def test_flip_tta_is_the_mean_of_the_crop_and_its_mirror(model, faces):
@@ -76,7 +79,7 @@ def test_run_model_resizes_crops_with_the_models_preprocessing_and_keeps_its_mod
 
 
 def test_predict_arrays_and_predict_distributions_are_the_engine(model, faces):
-    from fer_lab.distributions import predict_distributions
+    from fer_lab.analysis.distributions import predict_distributions
     from fer_lab.training import predict_arrays
 
     ref = run_model(model, faces, mean=MEAN, std=STD)
@@ -87,8 +90,8 @@ def test_predict_arrays_and_predict_distributions_are_the_engine(model, faces):
 
 def test_face_set_is_the_one_container(tmp_path):
     from fer_lab.data import ArrayCache, FaceSet, as_face_set, build_cache, build_dataset
-    from fer_lab.data.fixtures import write_rafdb
-    from fer_lab.synthfer import make_synthfer
+    from _fixtures import write_rafdb
+    from fer_lab.data.synthfer import make_synthfer
     from fer_lab.training import SplitData
 
     assert SplitData is FaceSet
@@ -102,7 +105,7 @@ def test_face_set_is_the_one_container(tmp_path):
     assert isinstance(cache, ArrayCache) and isinstance(cache, FaceSet) and as_face_set(cache) is cache
     assert cache.key and len(cache.ids) == len(cache) == 7
     # a FaceSet of unknown origin (key "") is keyed by its pixels, not by the empty key
-    from fer_lab.embeddings import data_key
+    from fer_lab.analysis.embeddings import data_key
 
     a, b = FaceSet(synth.images[:3]), FaceSet(synth.images[3:6])
     assert data_key(a) != data_key(b) and data_key(cache) == "cache:" + cache.key
@@ -110,7 +113,7 @@ def test_face_set_is_the_one_container(tmp_path):
 
 def test_subset_reader_takes_ids_names_stems_csv_and_comments(tmp_path):
     from fer_lab.data import match_subset, read_subset_list
-    from fer_lab.robustness import read_subset_list as robustness_reader
+    from fer_lab.analysis.robustness import read_subset_list as robustness_reader
 
     assert robustness_reader is read_subset_list
     lst = tmp_path / "list.csv"
@@ -133,8 +136,8 @@ def test_eval_subset_matches_a_stem_like_robustness_does(tmp_path, capsys):
     `fer-lab eval --subset` exactly as in `robustness.evaluate_subset`; before, eval dropped them."""
     from fer_lab.cli import main
     from fer_lab.data import build_dataset
-    from fer_lab.data.fixtures import write_affectnet
-    from fer_lab.evaluate import evaluate
+    from _fixtures import write_affectnet
+    from fer_lab.inference.evaluate import evaluate
     from fer_lab.metrics import classification_metrics
 
     root = write_affectnet(tmp_path / "affectnet", per_class=2)

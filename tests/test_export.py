@@ -10,7 +10,7 @@ from _helpers import spread_batchnorm
 from fer_lab import canonical, create_model
 from fer_lab.checkpoint import ModelMeta, save_model
 from fer_lab.cli import main
-from fer_lab.export import OnnxModel, export_onnx, quantize_int8, read_onnx_meta
+from fer_lab.inference.export import OnnxModel, export_onnx, quantize_int8, read_onnx_meta
 
 pytest.importorskip("onnx", reason="ONNX export needs onnx ([export] extra)")
 pytest.importorskip("onnxruntime", reason="parity checks run the export in ONNX Runtime ([export] extra)")

@@ -1,8 +1,8 @@
-"""Framing and photometric perturbations (fer_lab.robustness): what real uploads differ in."""
+"""Framing and photometric perturbations (fer_lab.analysis.robustness): what real uploads differ in."""
 import numpy as np
 import pytest
 
-from fer_lab.robustness import FRAMING_CONDITIONS, adjust_gamma, perturb, reframe, to_grayscale
+from fer_lab.analysis.robustness import FRAMING_CONDITIONS, adjust_gamma, perturb, reframe, to_grayscale
 
 
 def _face(size=32):

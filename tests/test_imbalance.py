@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lab.augment import AugmentConfig, augment_batch, batch_generator, sample_params
+from fer_lab.training.augment import AugmentConfig, augment_batch, batch_generator, sample_params
 from fer_lab.checkpoint import ModelMeta, load_model
 from fer_lab.inference import Predictor
 from fer_lab.metrics import apply_prior_correction, classification_metrics, prior_adjust, select_prior_tau
@@ -104,7 +104,7 @@ def test_photometric_augmentation():
 
 # ----------------------------------------------------------------- trainings on imbalanced synthfer
 def _split(n, seed, class_probs=None):
-    from fer_lab.synthfer import make_synthfer
+    from fer_lab.data.synthfer import make_synthfer
 
     d = make_synthfer(n, size=SIZE, seed=seed, class_probs=class_probs, ambiguity=0.0)
     return SplitData(d.images, d.labels.astype(np.int64), d.dists.astype(np.float32), d.label_map,
@@ -185,8 +185,8 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
     validation, written into a copy that the engine then applies; missing classes are refused."""
     from fer_lab.cli import main
     from fer_lab.data import build_dataset
-    from fer_lab.data.fixtures import write_ferplus_folders
-    from fer_lab.evaluate import fit_prior_correction, with_prior_correction
+    from _fixtures import write_ferplus_folders
+    from fer_lab.inference.evaluate import fit_prior_correction, with_prior_correction
 
     model, _ = plain
     kw = {"n": 300, "size": SIZE, "ambiguity": 0.0, "class_probs": [1, 1, 1, 1, 1, 0.35, 1]}
@@ -202,7 +202,7 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k])
     # evaluate() (fer-lab eval) applies the stored correction by default, after the raw pass
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
 
     served = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw)
     raw = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=False, return_probs=True)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from scipy.stats import binomtest, ttest_ind
 
+from _helpers import load_tool
+
 from fer_lab import canonical, create_model
 from fer_lab.checkpoint import ModelMeta, save_model
 from fer_lab.metrics import paired_accuracy_test, seed_mean_difference
@@ -47,8 +49,8 @@ def test_bootstrap_interval_shrinks_with_n_and_excludes_zero_for_a_clear_gap():
 
 def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys):
     from fer_lab.cli import main
-    from fer_lab.data.fixtures import write_ferplus_folders
-    from fer_lab.evaluate import evaluate
+    from _fixtures import write_ferplus_folders
+    from fer_lab.inference.evaluate import evaluate
 
     root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
     paths = []
@@ -77,8 +79,8 @@ def test_eval_compare_flip_pairs_one_model_with_and_without_tta(tmp_path, capsys
     """`--compare-flip` without `--compare`: A = the plain model, B = the same model with flip TTA
     (the TTA table of docs/results.md); asking for TTA on both sides of that pair is refused."""
     from fer_lab.cli import main
-    from fer_lab.data.fixtures import write_ferplus_folders
-    from fer_lab.evaluate import evaluate
+    from _fixtures import write_ferplus_folders
+    from fer_lab.inference.evaluate import evaluate
 
     root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
     torch.manual_seed(3)
@@ -119,7 +121,7 @@ def test_paired_test_refuses_predictions_scored_on_different_labels():
 def test_eval_compare_refuses_a_checkpoint_scored_on_other_images(tmp_path, capsys):
     """A 7-class checkpoint drops the contempt images, so its test set is not the 8-class model's."""
     from fer_lab.cli import main
-    from fer_lab.data.fixtures import write_ferplus_folders
+    from _fixtures import write_ferplus_folders
 
     root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
     paths = []
@@ -149,19 +151,8 @@ def test_seed_mean_difference_is_welchs_t_test():
         seed_mean_difference([0.7], b)
 
 
-def _load_tool(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_ferplus_ship_tables_aggregate_seeds_and_pair_matching_seeds():
-    ship = _load_tool("ferplus_ship")
+    ship = load_tool("ferplus_ship")
     rng = np.random.default_rng(3)
     y = rng.integers(0, 8, 300)
 

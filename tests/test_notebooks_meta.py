@@ -103,7 +103,7 @@ def test_widgets_never_capture_output(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_helpers_defined_inline(path):
     """Notebooks are narrative + calls into fer_lab: no functions or classes defined in cells, no
-    sys.path hacks, no direct plotting-library use (figures come from fer_lab.viz)."""
+    sys.path hacks, no direct plotting-library use (figures come from fer_lab.analysis.viz)."""
     for i, cell in enumerate(_code(path and _nb(path))):
         src = _src(cell)
         tree = ast.parse(src)
@@ -133,7 +133,7 @@ def test_real_data_and_gpu_cells_are_tagged_and_guarded(path):
 # -------------------------------------------------------------------------------------------------
 # fer_lab.tutorial
 def test_interact_writes_results_into_the_output_state_without_capturing():
-    from fer_lab import viz
+    from fer_lab.analysis import viz
 
     calls = []
     box = tutorial.interact(lambda face, scale: calls.append(face) or viz.distribution_bar(

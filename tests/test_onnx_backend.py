@@ -7,9 +7,9 @@ import torch
 from _helpers import spread_batchnorm
 
 from fer_lab import canonical, create_model
-from fer_lab.cam import CamExplainer, has_linear_head, linear_head_cams
+from fer_lab.analysis.cam import CamExplainer, has_linear_head, linear_head_cams
 from fer_lab.checkpoint import ModelMeta, save_model
-from fer_lab.export import cached_onnx
+from fer_lab.inference.export import cached_onnx
 from fer_lab.inference import Predictor
 
 pytest.importorskip("onnxruntime")
@@ -71,6 +71,8 @@ def test_onnx_predictor_matches_torch(tmp_path, one_thread):
     seen_t, probs_t, _ = pt.predict_crops(faces)
     np.testing.assert_array_equal(seen_o, seen_t)
     np.testing.assert_allclose(probs_o, probs_t, atol=1e-5)
+    # what ONNX Runtime is given is the model's own preprocessing (grayscale, mean 0.5, std 0.25 here)
+    assert torch.equal(po._batch(faces)[1], po.model.preprocess(faces))
     assert probs_t.max(1).min() > 0.2 and ms > 0  # far from uniform (1/8)
     # probabilities and Grad-CAM from one pass
     _, p1, c1, _ = po.predict_crops_with_cams(faces, "gradcam")

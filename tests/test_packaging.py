@@ -61,6 +61,9 @@ def test_wheel_carries_presets_weights_cards_and_examples(installed):
     for p in (ROOT / "data" / "examples").iterdir():
         assert f"fer_lab/_shipped/examples/{p.name}" in names
     assert not [n for n in names if n.startswith("data/") or "__pycache__" in n]
+    # every module, the subpackages (analysis/, inference/, ...) included; test fixtures and tools stay out
+    assert {p.relative_to(ROOT).as_posix() for p in (ROOT / "fer_lab").rglob("*.py")} <= names
+    assert not [n for n in names if "fixtures" in n or "loadtest" in n]
 
 
 def test_installed_cli_lists_presets_trains_and_predicts(installed, tmp_path):

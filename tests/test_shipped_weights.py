@@ -73,7 +73,7 @@ def test_default_predictor_scores_a_real_photo():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_accuracy_matches_docs(ferplus_root, name):
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
 
     from fer_lab.metrics import apply_prior_correction, classification_metrics
 
@@ -91,7 +91,7 @@ def test_shipped_accuracy_matches_docs(ferplus_root, name):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_flip_tta_accuracy_matches_docs(ferplus_root, name):
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
 
     res = evaluate(name, "ferplus", ferplus_root, "test", tta_flip=True)
     assert abs(res["accuracy"] - _documented(name, "test_acc_tta_flip")) <= 0.005

@@ -19,6 +19,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from _helpers import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements.txt"
 INDEX_OPTIONS = ("--extra-index-url", "--index-url")
@@ -137,7 +139,6 @@ def test_app_serves_from_a_repository_copy(tmp_path, monkeypatch):
     gradio_client = pytest.importorskip("gradio_client")
     import fer_lab
     from fer_lab import canonical, create_model
-    from fer_lab.app.loadtest import _free_port
     from fer_lab.checkpoint import ModelMeta, save_model, weights_dir
 
     app_dir = tmp_path / "app"
@@ -159,7 +160,7 @@ def test_app_serves_from_a_repository_copy(tmp_path, monkeypatch):
                ModelMeta(arch="cnn_tiny", labels=canonical(8).to_list(), input_size=48, mean=(0.5,) * 3,
                          std=(0.25,) * 3, grayscale=True, crop={"recipe": "ferplus", "margin": 0.11}))
 
-    port = _free_port()
+    port = load_tool("loadtest").free_port()
     env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
     log_path = tmp_path / "app.log"
     url = f"http://127.0.0.1:{port}/"

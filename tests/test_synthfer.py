@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from fer_lab.labels import CANONICAL, canonical
-from fer_lab.synthfer import (OCCLUSIONS, expression_params, make_synthfer, render_expression,
-                              sample_mixture, write_examples)
+from fer_lab.data.synthfer import (OCCLUSIONS, expression_params, make_synthfer, render_expression,
+                                   sample_mixture, write_examples)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_render_expression_and_bad_args():
 
 
 def ACTION(name):
-    from fer_lab.synthfer import ACTION_UNITS
+    from fer_lab.data.synthfer import ACTION_UNITS
 
     return ACTION_UNITS.index(name)
 

@@ -46,7 +46,7 @@ def test_target_mixing_and_smoothing():
 
 
 def _split(n, seed, size=32, noise=0.0, num_classes=7):
-    from fer_lab.synthfer import make_synthfer
+    from fer_lab.data.synthfer import make_synthfer
 
     d = make_synthfer(n, size=size, seed=seed, num_classes=num_classes, label_noise=noise)
     return SplitData(d.images, d.labels.astype(np.int64), d.dists.astype(np.float32), d.label_map,
@@ -98,10 +98,39 @@ def test_every_source_trains_and_exports(tmp_path, tiny_data, teacher_path, targ
         assert np.allclose(q, ref, atol=1e-5)  # the clean-view LDG distribution of every training image
 
 
+def test_cached_teacher_distributions_average_the_clean_and_augmented_views(tmp_path, monkeypatch):
+    """teacher_views=k: the clean view through the engine plus k-1 augmented views, each chunk of
+    eval_batch_size augmented with the generator of (seed + 7919 v, 0, chunk start)."""
+    from fer_lab.training import cache_teacher_distributions, predict_arrays
+    from fer_lab.training.augment import augment_batch, batch_generator, eval_batch, sample_params
+    from fer_lab.training.targets import teacher_distribution
+
+    torch.manual_seed(0)
+    teacher = create_model("cnn_tiny", num_classes=7).eval()
+    with torch.no_grad():
+        teacher.get_classifier().weight.mul_(300)  # confident outputs, so the views visibly differ
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    data = SplitData(images, np.zeros(20, np.int64), None, canonical(7), [str(i) for i in range(20)], key="views")
+    cfg = _cfg(tmp_path, "views", teacher_views=3, eval_batch_size=8, temperature=2.0)
+    got = cache_teacher_distributions(teacher, data, cfg, "cpu", cache_dir=tmp_path)
+    mean, std = teacher.meta.mean, teacher.meta.std
+    want = []
+    for i in range(0, 20, 8):
+        xb = torch.from_numpy(images[i:i + 8])
+        acc = teacher_distribution(teacher, eval_batch(xb, mean, std), 2.0)
+        for v in (1, 2):
+            p = sample_params(len(xb), cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i))
+            acc = acc + teacher_distribution(teacher, augment_batch(xb, p, mean, std), 2.0)
+        want.append((acc / 3).numpy())
+    np.testing.assert_allclose(got, np.concatenate(want), atol=1e-6)
+    clean = predict_arrays(teacher, images, mean, std, temperature=2.0)
+    assert np.abs(got - clean).max() > 1e-3  # the augmented views count
+
+
 def test_distributions_command_compares_ldg_with_crowd(tmp_path, teacher_path, capsys, monkeypatch):
     """`fer-lab distributions` on a split with annotator distributions reports how close the LDG's are."""
     from fer_lab.cli import main
-    from fer_lab.distributions import agreement
+    from fer_lab.analysis.distributions import agreement
 
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "q.npy"
@@ -177,7 +206,7 @@ def test_epoch_order_is_the_historical_draw(tmp_path, tiny_data):
     """Runs in progress resume with the order they started with: the balanced order is still
     multinomial over float32 1/count weights from batch_generator(seed, epoch, -1), the plain one
     randperm from the same generator."""
-    from fer_lab.augment import batch_generator
+    from fer_lab.training.augment import batch_generator
     from fer_lab.training.loop import build_run, epoch_order
 
     labels = torch.as_tensor(tiny_data["train"].labels)

@@ -15,7 +15,7 @@ import numpy as np
 
 def main(argv=None):
     from fer_lab.data import build_dataset
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
     from fer_lab.metrics import prior_adjust_sweep
 
     ap = argparse.ArgumentParser()

@@ -4,11 +4,11 @@
         --weights efficientface-ferplus baseline-ferplus efficientface-ferplus-v1 baseline-ferplus-v1 \
         [--png-dir docs/img]
 
-For each checkpoint, on FER2013Valid and FER2013Test, through ``fer_lab.evaluate.evaluate`` (the
+For each checkpoint, on FER2013Valid and FER2013Test, through ``fer_lab.inference.evaluate.evaluate`` (the
 same code as ``fer-lab eval``): accuracy, balanced accuracy (macro recall), per-class recall, NLL
 and ECE, with the checkpoint's stored post-hoc prior correction (what ``fer-lab predict`` and the
 app apply) and without it; then test accuracy under the framing / photometric conditions of
-``fer_lab.robustness.FRAMING_CONDITIONS`` and the drop from clean.  ``--png-dir`` also writes a
+``fer_lab.analysis.robustness.FRAMING_CONDITIONS`` and the drop from clean.  ``--png-dir`` also writes a
 row-normalised confusion heat map per checkpoint (needs kaleido + Chromium).  Prints markdown.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ def _pct(v) -> str:
 def main(argv=None):
     from fer_lab import load_model
     from fer_lab.data import build_cache, build_dataset
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
     from fer_lab.metrics import apply_prior_correction, classification_metrics
-    from fer_lab.robustness import FRAMING_CONDITIONS, perturb
+    from fer_lab.analysis.robustness import FRAMING_CONDITIONS, perturb
     from fer_lab.training.loop import predict_arrays
 
     ap = argparse.ArgumentParser()
@@ -45,7 +45,7 @@ def main(argv=None):
                 names = r["labels"]
                 rows.append((w, split, tau if corrected else 0.0, r))
                 if split == "test" and corrected == bool(tau) and args.png_dir:
-                    from fer_lab.viz import confusion_heatmap, save_png
+                    from fer_lab.analysis.viz import confusion_heatmap, save_png
 
                     out = Path(args.png_dir) / f"confusion_{Path(str(w)).stem}.png"
                     out.parent.mkdir(parents=True, exist_ok=True)

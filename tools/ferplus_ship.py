@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gather(runs: Path, root: str) -> list[dict]:
     from fer_lab.complexity import profile_model
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
 
     rows = []
     for summ in sorted(runs.glob("*/summary.json")):

@@ -3,7 +3,7 @@ does on FER2013Test in their metadata (the weights themselves do not change).
 
     python tools/ferplus_ship_prior.py --root ../shared/data/ferplus [--criterion mean]
 
-For each shipped name: ``fer_lab.evaluate.fit_prior_correction`` (prior = FER2013Train majority-label
+For each shipped name: ``fer_lab.inference.evaluate.fit_prior_correction`` (prior = FER2013Train majority-label
 frequencies, tau on FER2013Valid by --criterion), then ``evaluate`` on FER2013Test with and without
 it; the checkpoint is rewritten in data/weights with ``meta.prior_correction`` and the test metrics
 (``ferplus_test_acc`` = as served, i.e. corrected; ``ferplus_test_acc_raw`` = without; ``held_out``:
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None):
     from fer_lab.checkpoint import load_model, save_model, weights_dir
-    from fer_lab.evaluate import evaluate, fit_prior_correction
+    from fer_lab.inference.evaluate import evaluate, fit_prior_correction
     from fer_lab.report import HELD_OUT_KEY, held_out_record
 
     ap = argparse.ArgumentParser()

@@ -146,7 +146,7 @@ def main(argv=None):
 
 def collect(out: Path, args, epochs):
     """table.json/table.md from every finished run (val-selected test accuracy, 7-class, best-on-test)."""
-    from fer_lab.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate
     from fer_lab.complexity import profile_model
 
     rows = {}

@@ -30,13 +30,13 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ..cam import CAM_METHODS, overlay_cam
+from ..analysis.cam import CAM_METHODS, overlay_cam
+from ..analysis.viz import confusion_heatmap, distribution_bar
 from ..checkpoint import CheckpointError
 from ..faces import detect_faces, draw_faces
 from ..inference import FacePrediction, Predictor
 from ..io import ImageLoadError, load_image
 from ..report import HELD_OUT_KEY, held_out_markdown
-from ..viz import confusion_heatmap, distribution_bar
 from .examples import Example, ExampleIndex, load_examples
 from .hub import ModelHub
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..checkpoint import file_sha1
 from ..io import IMAGE_EXTENSIONS
 from ..shipped import examples_dir
-from ..synthfer import EXAMPLES as SYNTH_EXAMPLES
+from ..data.synthfer import EXAMPLES as SYNTH_EXAMPLES
 
 __all__ = ["Example", "ExampleIndex", "EXAMPLES_DIR", "load_examples", "example_images", "example_caption"]
 

@@ -12,7 +12,7 @@ import os
 
 import gradio as gr
 
-from ..cam import CAM_METHODS
+from ..analysis.cam import CAM_METHODS
 from .events import MAX_BATCH_FILES, NO_IMAGE, SIDES, AppEngine
 from .examples import example_images
 

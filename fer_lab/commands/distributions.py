@@ -18,7 +18,7 @@ def run(args) -> int:
     q = cache_teacher_distributions(teacher, data, cfg, device)
     if args.out:
         np.save(args.out, q)
-    from ..distributions import agreement, entropy
+    from ..analysis.distributions import agreement, entropy
 
     out = {"teacher": args.teacher, "split": args.split, "n": len(q), "check": check,
            "mean_entropy": float(entropy(q).mean()), "mean_max_prob": float(q.max(1).mean()),

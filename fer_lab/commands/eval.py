@@ -3,7 +3,7 @@ from . import print_json, print_table
 
 
 def run(args) -> int:
-    from ..evaluate import evaluate
+    from ..inference.evaluate import evaluate
 
     kw = {"device": args.device, "progress": not args.json, "recipe": args.recipe,
           "prior_correction": not args.no_prior_correction}

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..export import export_onnx
+    from ..inference.export import export_onnx
 
     report = export_onnx(args.weights, args.out, exporter=args.exporter, check=args.check, quantize=args.quantize)
     d = report.as_dict()

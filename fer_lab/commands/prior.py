@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..evaluate import fit_prior_correction, with_prior_correction
+    from ..inference.evaluate import fit_prior_correction, with_prior_correction
 
     pc = fit_prior_correction(args.weights, args.dataset, args.root, split=args.split, train_split=args.train_split,
                               criterion=args.criterion, device=args.device)

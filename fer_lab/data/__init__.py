@@ -1,4 +1,5 @@
-"""Datasets in their native layouts, the decode-once array cache, sampling and checks.
+"""Datasets in their native layouts, the decode-once array cache, sampling and checks, and
+synthfer (:mod:`fer_lab.data.synthfer`, procedural faces with ground-truth label distributions).
 
 >>> ds = build_dataset("ferplus", "/data/ferplus", "train")          # FERDataset
 >>> cache = build_cache(ds, 112)                                    # ArrayCache (memmap), a FaceSet

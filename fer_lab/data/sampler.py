@@ -19,9 +19,14 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ..augment import batch_generator
+__all__ = ["ClassBalancedSampler", "class_balanced_sampler", "batch_generator"]
 
-__all__ = ["ClassBalancedSampler", "class_balanced_sampler"]
+
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The random stream of one global batch, seeded by (seed, epoch, step): the sampler's epoch
+    draws (step -1) and the trainer's sample order and augmentation
+    (:mod:`fer_lab.training.augment`) all come from it."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step)
 
 
 class ClassBalancedSampler(Sampler[int]):

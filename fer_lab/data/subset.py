@@ -1,7 +1,7 @@
 """Subset lists (FED-RO, Occlusion-/Pose-RAF-DB style): read them and match them to dataset ids.
 
-One reader and one matcher serve ``fer-lab eval --subset`` (:func:`fer_lab.evaluate.evaluate`)
-and :func:`fer_lab.robustness.evaluate_subset`, so a list selects the same faces in both.
+One reader and one matcher serve ``fer-lab eval --subset`` (:func:`fer_lab.inference.evaluate.evaluate`)
+and :func:`fer_lab.analysis.robustness.evaluate_subset`, so a list selects the same faces in both.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``synthfer``: the procedural face dataset of :mod:`fer_lab.synthfer` behind the dataset API.
+"""``synthfer``: the procedural face dataset of :mod:`fer_lab.data.synthfer` behind the dataset API.
 
 No root.  Splits use different seeds (``seed + 1_000_003 * k`` for train/valid/test, k = 0/1/2)
 so they never share a face.  The ground-truth label distributions are ``dist``; the per-sample
@@ -31,7 +31,7 @@ class SynthFERDataset(FERDataset):
     needs_root = False
 
     def _load(self) -> None:
-        from ..synthfer import make_synthfer
+        from .synthfer import make_synthfer
 
         if self.root is not None:
             raise ValueError("synthfer is generated: pass root=None")

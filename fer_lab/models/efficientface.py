@@ -305,7 +305,7 @@ class EfficientFace(nn.Module):
         modulator_combine: "product" (official code) or "sum" (paper eq. 1).
     """
 
-    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.analysis.cam)
 
     def __init__(self, stages_repeats: Sequence[int], stages_out_channels: Sequence[int], num_classes: int = 7,
                  *, local: bool = True, modulator: bool = True, fused_local: bool = True,

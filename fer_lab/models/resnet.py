@@ -20,7 +20,7 @@ __all__ = ["LDGResNet", "ldg_resnet50", "ldg_resnet18", "resnet18"]
 class LDGResNet(ResNet):
     """torchvision ResNet with the fer_lab model contract."""
 
-    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.analysis.cam)
 
     def __init__(self, block, layers, num_classes: int = 7, **kwargs):
         super().__init__(block, layers, num_classes=num_classes, **kwargs)

@@ -16,7 +16,7 @@ def _block(i, o):
 class TinyCNN(nn.Module):
     """Three VGG-style stages (16-32-64 channels) + GAP + linear; ~70k parameters."""
 
-    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.cam)
+    gap_linear_head = True  # logits = Linear(mean of the CAM layer): closed-form Grad-CAM (fer_lab.analysis.cam)
 
     def __init__(self, num_classes: int = 7, width: int = 16):
         super().__init__()

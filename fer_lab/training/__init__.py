@@ -1,4 +1,5 @@
-"""Training: SLL, label-distribution learning (LDG online/cached, crowd votes, smoothing), DDP."""
+"""Training: SLL, label-distribution learning (LDG online/cached, crowd votes, smoothing), DDP;
+augmentation of uint8 batches on the device in :mod:`fer_lab.training.augment`."""
 from .config import TrainConfig, apply_overrides, list_presets, load_config
 from .loop import (Run, SplitData, TeacherRefused, build_run, cache_teacher_distributions, compute_loss, load_split,
                    predict_arrays, save_state, train, train_one_epoch, validate)

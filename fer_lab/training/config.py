@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..augment import AugmentConfig
+from .augment import AugmentConfig
 
 __all__ = ["TrainConfig", "load_config", "apply_overrides", "CONFIG_DIR", "list_presets"]
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
+from .augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
 from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
 from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
-from ..engine import run_model
+from ..engine import run_batches, run_model
 from ..labels import LabelMap
 from ..metrics import classification_metrics, fit_prior_correction_from_probs, soft_cross_entropy
 from ..models import create_model
@@ -141,7 +141,8 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     """LDG distributions for every training image, computed once (sharded over ranks) and stored.
 
     ``teacher_views=1``: the clean (unaugmented) crop; ``k>1``: the mean over the clean view and
-    k-1 augmented views (deterministic by seed).
+    k-1 augmented views (deterministic by seed).  Both run through the engine
+    (:func:`fer_lab.engine.run_model`; the augmented batches through its loop, ``run_batches``).
     """
     key = hashlib.sha1(json.dumps([getattr(teacher, "checkpoint_path", ""), _fingerprint(teacher.checkpoint_path)
                                    if getattr(teacher, "checkpoint_path", None) else "", data.key, cfg.teacher_views,
@@ -156,17 +157,22 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     n = len(data)
     per = math.ceil(n / info.world_size)
     lo, hi = info.rank * per, min(n, (info.rank + 1) * per)
-    teacher.eval()
-    out = np.zeros((per, len(data.label_map)), np.float32)
-    with torch.no_grad():
-        for i in range(lo, hi, cfg.eval_batch_size):
-            j = min(hi, i + cfg.eval_batch_size)
+    bs = cfg.eval_batch_size
+
+    def augmented(v: int):  # view v of every chunk; its augmentation is seeded by (view, chunk start)
+        for i in range(lo, hi, bs):
+            j = min(hi, i + bs)
             xb = torch.from_numpy(np.array(data.images[i:j])).to(device)  # copy: memmap slices are read-only
-            acc = teacher_distribution(teacher, eval_batch(xb, mean, std), cfg.temperature)
-            for v in range(1, cfg.teacher_views):
-                p = sample_params(j - i, cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i))
-                acc = acc + teacher_distribution(teacher, augment_batch(xb, p, mean, std), cfg.temperature)
-            out[i - lo:j - lo] = (acc / cfg.teacher_views).cpu().numpy()
+            yield augment_batch(xb, sample_params(j - i, cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i)),
+                                mean, std)
+
+    out = np.zeros((per, len(data.label_map)), np.float32)
+    if hi > lo:
+        acc = run_model(teacher, data.images[lo:hi], batch_size=bs, device=device, temperature=cfg.temperature,
+                        mean=mean, std=std)
+        for v in range(1, cfg.teacher_views):
+            acc = acc + run_batches(teacher, augmented(v), device=device, temperature=cfg.temperature)
+        out[:hi - lo] = acc / cfg.teacher_views
     full = all_gather_cat(torch.from_numpy(out), info).numpy()[:n]
     if info.is_main:
         atomic_write(path, lambda tmp: np.save(open(tmp, "wb"), full))

@@ -34,8 +34,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data.faceset import FaceSet
-from .labels import CANONICAL, LabelMap, canonical, normalise_name
+from .faceset import FaceSet
+from ..labels import CANONICAL, LabelMap, canonical, normalise_name
 
 __all__ = [
     "SynthFERData",

@@ -1,8 +1,11 @@
-"""Loopback load test and single-request timing for the app.
+"""Loopback load test and single-request timing for the app (a development tool, not shipped in the package).
 
-    python -m fer_lab.app.loadtest                      # 100 /analyze requests, 8 concurrent clients
-    python -m fer_lab.app.loadtest --requests 24 --clients 4 --url http://127.0.0.1:7860/
-    python -m fer_lab.app.loadtest --profile 20         # one request in-process, p50 + breakdown
+    python tools/loadtest.py                      # 100 /analyze requests, 8 concurrent clients
+    python tools/loadtest.py --requests 24 --clients 4 --url http://127.0.0.1:7860/
+    python tools/loadtest.py --profile 20         # one request in-process, p50 + breakdown
+
+Needs fer_lab installed with the ``app`` extra (``pip install -e ".[dev]"``); tests/test_app.py
+imports :func:`run_load` and :func:`default_image` from here.
 
 Without ``--url`` the app (shipped weights, or ``$FER_LAB_WEIGHTS``) is started in a separate
 Python process on 127.0.0.1 at a free port for the duration of the test, so the client threads
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LoadReport", "run_load", "profile_request", "default_image", "start_server", "main"]
+__all__ = ["LoadReport", "run_load", "profile_request", "default_image", "free_port", "start_server", "main"]
 
 
 @dataclass
@@ -131,7 +134,7 @@ def profile_request(engine, image: np.ndarray, repeats: int = 20, cam_method: st
     that gives probabilities and CAM, the rest (drawing boxes, CAM overlays, plotly figures,
     writing the output images).
     """
-    from ..io import load_image
+    from fer_lab.io import load_image
 
     left, right = (engine.hub.default_for(i) for i in range(2))
     rows = []
@@ -161,7 +164,7 @@ def profile_request(engine, image: np.ndarray, repeats: int = 20, cam_method: st
     return res
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -174,7 +177,7 @@ def start_server(timeout_s: float = 180.0):
     import subprocess
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     code = ("from fer_lab.app import build_demo, launch_kwargs; "
             f"build_demo().launch(server_name='127.0.0.1', server_port={port}, quiet=True, **launch_kwargs())")
     log = tempfile.TemporaryFile()  # a pipe nobody reads would block a chatty server
@@ -195,7 +198,7 @@ def start_server(timeout_s: float = 180.0):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fer_lab.app.loadtest", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tools/loadtest.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running app (default: build and serve one here)")
     ap.add_argument("--requests", type=int, default=100)
     ap.add_argument("--clients", type=int, default=8)
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--requests and --clients must be >= 1")
 
     if args.image:
-        from ..io import load_image
+        from fer_lab.io import load_image
 
         image = load_image(args.image)
     else:
@@ -219,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         import torch
 
-        from .events import AppEngine
-        from .ui import TORCH_THREADS
+        from fer_lab.app.events import AppEngine
+        from fer_lab.app.ui import TORCH_THREADS
 
         torch.set_num_threads(TORCH_THREADS)  # as in the app
 

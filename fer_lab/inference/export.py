@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .checkpoint import ModelMeta, atomic_write, load_model
+from ..checkpoint import ModelMeta, atomic_write, load_model
 
 __all__ = ["ExportReport", "export_onnx", "meta_for_model", "onnx_metadata", "read_onnx_meta", "check_parity",
            "quantize_int8", "OnnxModel", "EXPORTERS", "PARITY_ATOL", "cached_onnx", "onnx_cache_dir"]
@@ -89,7 +89,7 @@ def read_onnx_meta(path: str | os.PathLike) -> ModelMeta:
         raise ValueError(f"{path} is not a readable ONNX model: {e}") from None
     props = {p.key: p.value for p in model.metadata_props}
     if META_KEY not in props:
-        raise ValueError(f"{path} carries no fer_lab metadata (was it written by fer_lab.export?)")
+        raise ValueError(f"{path} carries no fer_lab metadata (was it written by fer_lab.inference.export?)")
     return ModelMeta.from_json(props[META_KEY])
 
 
@@ -109,7 +109,7 @@ def _forward_arg_name(model: nn.Module) -> str:
 
 class _WithFeatures(nn.Module):
     """``x -> (logits, CAM-layer feature map)`` for models with a global-average-pool + linear
-    head, so that ONNX Runtime can serve Grad-CAM in closed form (:func:`fer_lab.cam.linear_head_cams`)."""
+    head, so that ONNX Runtime can serve Grad-CAM in closed form (:func:`fer_lab.analysis.cam.linear_head_cams`)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -159,7 +159,7 @@ def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dy
     size: the model must have been trained for it, or be used for timing only).  ``check`` runs :func:`check_parity`; ``quantize="int8"`` also writes
     ``<out stem>.int8.onnx`` (dynamic quantisation) and checks it against the float model.
     ``features=True`` adds a second output, the CAM target layer's feature map (models whose head
-    is global average pooling + linear only; see :func:`fer_lab.cam.has_linear_head`).
+    is global average pooling + linear only; see :func:`fer_lab.analysis.cam.has_linear_head`).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -172,7 +172,7 @@ def export_onnx(model_or_weights, out: str | os.PathLike, *, exporter: str = "dy
     meta = meta_for_model(model)
     graph, outputs = model, (OUTPUT_NAME,)
     if features:
-        from .cam import has_linear_head
+        from ..analysis.cam import has_linear_head
 
         if not has_linear_head(model):
             raise ValueError(f"{meta.arch}: features=True needs a global-average-pool + linear head")
@@ -285,7 +285,7 @@ class OnnxModel:
 
         self.path = Path(path)
         self.meta = read_onnx_meta(self.path)
-        from .preprocess import Preprocess
+        from ..preprocess import Preprocess
 
         self.label_map = self.meta.label_map
         self.preprocess = Preprocess.from_meta(self.meta)
@@ -361,7 +361,7 @@ def cached_onnx(model_or_weights, *, features: bool | None = None, cache_dir: st
     (:data:`PARITY_ATOL`) before the file is moved into the cache.  ``features`` (default: when
     the head allows it) adds the CAM feature-map output.
     """
-    from .cam import has_linear_head
+    from ..analysis.cam import has_linear_head
 
     model = _resolve_model(model_or_weights).eval()
     meta = meta_for_model(model)

@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .data.faceset import FaceSet, as_face_set
-from .labels import canonical, normalise_name
+from ..data.faceset import FaceSet, as_face_set
+from ..labels import canonical, normalise_name
 
 __all__ = ["FaceSet", "as_face_set", "predict_distributions", "votes_to_distributions",
            "entropy", "top2_margin", "cooccurrence_matrix", "agreement", "noisy_label_audit",
@@ -74,7 +74,7 @@ def predict_distributions(model: nn.Module, images, batch_size: int = 64, *, inp
                           temperature: float = 1.0) -> np.ndarray:
     """Softmax distributions (N, C) float32 of a model over face crops (its own preprocessing;
     :func:`fer_lab.engine.run_model`)."""
-    from .engine import run_model
+    from ..engine import run_model
 
     return run_model(model, as_face_set(images), batch_size=batch_size, input_size=input_size,
                      temperature=temperature)

@@ -1,4 +1,4 @@
-"""Tiny on-disk datasets in each adapter's native layout, for tests and demos (no real faces).
+"""Tiny on-disk datasets in each adapter's native layout, for the tests (no real faces).
 
 Every writer draws random-noise images (seeded) and returns the root it wrote.  With
 ``defects=True`` the tree also holds the faults an adapter must report rather than crash on:
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..labels import CANONICAL
+from fer_lab.labels import CANONICAL
 
 __all__ = ["write_ferplus_folders", "write_ferplus_csv", "write_rafdb", "write_affectnet", "write_caers",
            "write_imagefolder", "write_csv_list", "random_face"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checkpoint import load_model
-from .metrics import classification_metrics, soft_cross_entropy
+from ..checkpoint import load_model
+from ..metrics import classification_metrics, soft_cross_entropy
 
 __all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
 
@@ -17,8 +17,8 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     by :func:`fer_lab.metrics.select_prior_tau` on the raw probabilities of ``split``.  Returns the
     ``ModelMeta.prior_correction`` dict (tau, prior, criterion, selected_on, the sweep).
     """
-    from .data import build_dataset
-    from .metrics import fit_prior_correction_from_probs
+    from ..data import build_dataset
+    from ..metrics import fit_prior_correction_from_probs
 
     model = load_model(weights)
     train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
@@ -35,7 +35,7 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
 
 def with_prior_correction(weights, prior_correction: dict, out):
     """Write ``weights`` again to ``out`` with ``prior_correction`` in its metadata (``{}`` removes it)."""
-    from .checkpoint import save_model
+    from ..checkpoint import save_model
 
     model = load_model(weights)
     meta = model.meta
@@ -61,9 +61,9 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     e.g. an Occlusion-/Pose-RAF-DB list, read and matched as :func:`fer_lab.data.match_subset`
     says (``img_001`` selects ``.../img_001.jpg``); metrics are then reported for it as well.
     """
-    from .data import build_cache, build_dataset, match_subset, read_subset_list
-    from .engine import run_model
-    from .metrics import apply_prior_correction
+    from ..data import build_cache, build_dataset, match_subset, read_subset_list
+    from ..engine import run_model
+    from ..metrics import apply_prior_correction
 
     model = load_model(weights, device=device)
     meta = model.meta

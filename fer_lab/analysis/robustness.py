@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 
-from .data.faceset import FaceSet, as_face_set
-from .data.subset import match_subset, read_subset_list
+from ..data.faceset import FaceSet, as_face_set
+from ..data.subset import match_subset, read_subset_list
 from .distributions import predict_distributions
 
 __all__ = ["PERTURBATIONS", "FRAMING_CONDITIONS", "perturb", "occlude_patch", "occlude_shape", "yaw_warp", "rotate",
@@ -194,7 +194,7 @@ def perturb(images, kind: str, strength: float, seed: int = 0):
 
 def _check_labels(models: Mapping[str, nn.Module], fs: FaceSet) -> None:
     from .cam import model_label_names
-    from .labels import LabelMap
+    from ..labels import LabelMap
 
     if fs.labels is None:
         raise ValueError("accuracy needs labels: pass labels= or a source that carries them")
@@ -259,7 +259,7 @@ def evaluate_subset(models: Mapping[str, nn.Module], dataset, subset=None, *, ba
     ``subset``: None (all), integer indices, ids / file names, or a path to a list file.
     Returns one row per model: accuracy, balanced_accuracy, macro_f1, nll, ece, n.
     """
-    from .metrics import classification_metrics
+    from ..metrics import classification_metrics
 
     if subset is not None:
         idx = _subset_indices(dataset, subset)

@@ -42,7 +42,7 @@ def brier_score(probs, labels) -> float:
 
 def calibration_table(probs_by_model: Mapping[str, np.ndarray], labels, n_bins: int = 15) -> pd.DataFrame:
     """One row per model: accuracy, mean confidence, over-confidence (conf - acc), ECE, NLL, Brier."""
-    from .metrics import classification_metrics
+    from ..metrics import classification_metrics
 
     rows = []
     for name, probs in probs_by_model.items():
@@ -58,7 +58,7 @@ def calibration_table(probs_by_model: Mapping[str, np.ndarray], labels, n_bins: 
 def reliability_figure(probs_by_model: Mapping[str, np.ndarray], labels, n_bins: int = 15,
                        title: str | None = "Reliability diagram"):
     """Reliability diagram (accuracy vs confidence per bin), ECE in the legend."""
-    from .metrics import expected_calibration_error, reliability_bins
+    from ..metrics import expected_calibration_error, reliability_bins
     from .viz import reliability_diagram
 
     bins = {}

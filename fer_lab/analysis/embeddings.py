@@ -59,7 +59,7 @@ def extract_features(model: nn.Module, images, batch_size: int = 64, input_size:
                      with_probs: bool = False):
     """Pre-logit features (N, D) float32 (:func:`fer_lab.engine.run_model` with ``features=True``),
     and with ``with_probs`` the softmax (N, C) of the classifier applied to those same features."""
-    from .engine import run_model
+    from ..engine import run_model
 
     if not all(hasattr(model, a) for a in ("forward_features", "forward_head")):
         raise TypeError(f"{type(model).__name__} lacks forward_features/forward_head (the fer_lab model contract)")
@@ -144,7 +144,7 @@ def data_key(source) -> str:
 
 
 def embedding_cache_dir(cache_dir=None) -> Path:
-    from .data.cache import cache_root
+    from ..data.cache import cache_root
 
     return cache_root(cache_dir) / "embeddings"
 
@@ -213,7 +213,7 @@ def compute_embedding(model: nn.Module, sources, *, n_neighbors: int = 15, min_d
     coords = fit_umap(feats, n_neighbors, min_dist, metric, random_state) if method == "umap" else fit_pca(feats)
     emb = Embedding(feats, coords, probs, labels, ds_names, names, full_key, params, None, False)
     if use_cache:
-        from .checkpoint import atomic_write
+        from ..checkpoint import atomic_write
 
         def write(tmp):
             with open(tmp, "wb") as f:

@@ -29,7 +29,6 @@ Design decisions (documented in docs/analysis.md):
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import cv2
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .preprocess import Preprocess, to_rgb_uint8
+from ..engine import run_batches
+from ..preprocess import preprocess_for, to_rgb_uint8  # preprocess_for: re-exported, part of this API
 
 if TYPE_CHECKING:  # pandas is imported where it is used (it is slow to import)
     import pandas as pd
@@ -97,18 +97,6 @@ def linear_head_cams(features: np.ndarray, weight: np.ndarray, targets: Sequence
     return scale_cam_image(np.maximum(cams, 0))
 
 
-def preprocess_for(model: nn.Module, input_size: int | None = None) -> Preprocess:
-    """``model.preprocess`` (every model from ``create_model`` or ``load_model`` carries one),
-    with ``input_size`` overriding the size only (EfficientFace family: any multiple of 16)."""
-    pre = getattr(model, "preprocess", None)
-    if pre is None:
-        raise ValueError(f"{type(model).__name__} carries no .preprocess; "
-                         "build it with fer_lab.create_model or fer_lab.load_model")
-    if input_size is not None and int(input_size) != pre.input_size:
-        pre = replace(pre, input_size=int(input_size))
-    return pre
-
-
 def model_label_names(model: nn.Module) -> list[str]:
     """Class names for the model's outputs, in order (``model.label_map``)."""
     lm = getattr(model, "label_map", None)
@@ -163,7 +151,7 @@ class CamExplainer:
     def __init__(self, model: nn.Module, method: str = "gradcam", target_layer: nn.Module | str | None = None):
         if method not in CAM_METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {CAM_METHODS}")
-        from .models import get_cam_target_layer
+        from ..models import get_cam_target_layer
 
         if target_layer is None:
             target_layer = get_cam_target_layer(model)
@@ -352,28 +340,20 @@ def faithfulness_curves(model: nn.Module, batch: torch.Tensor, cams: np.ndarray,
     rank[rows, order] = np.arange(n)[None, :]
     rank_t = torch.from_numpy(rank).view(b, 1, h, w).to(batch.device)
     counts = [round(n * k / steps) for k in range(steps + 1)]
-    # enumerate (image, step) pairs and evaluate in chunks
+    # (image, step) pairs, image-major, evaluated in chunks of batch_size by the engine
     jobs = [(i, k) for i in range(b) for k in range(steps + 1)]
-    probs = np.empty((b, steps + 1), dtype=np.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for s in range(0, len(jobs), batch_size):
-                chunk = jobs[s:s + batch_size]
-                idx = torch.tensor([i for i, _ in chunk], device=batch.device)
-                cnt = torch.tensor([counts[k] for _, k in chunk], device=batch.device).view(-1, 1, 1, 1)
-                top = rank_t[idx] < cnt  # True on the k most salient pixels
-                keep_src = ~top if mode == "deletion" else top
-                x = torch.where(keep_src, batch[idx], base[idx])
-                p = torch.softmax(model(x).float(), 1)
-                tgt = torch.tensor([targets[i] for i, _ in chunk], device=batch.device)
-                vals = p.gather(1, tgt.view(-1, 1)).squeeze(1).cpu().numpy()
-                for (i, k), v in zip(chunk, vals):
-                    probs[i, k] = v
-    finally:
-        model.train(was_training)
-    return probs
+
+    def perturbed():
+        for s in range(0, len(jobs), batch_size):
+            chunk = jobs[s:s + batch_size]
+            idx = torch.tensor([i for i, _ in chunk], device=batch.device)
+            cnt = torch.tensor([counts[k] for _, k in chunk], device=batch.device).view(-1, 1, 1, 1)
+            top = rank_t[idx] < cnt  # True on the k most salient pixels
+            keep_src = ~top if mode == "deletion" else top
+            yield torch.where(keep_src, batch[idx], base[idx])
+
+    probs = run_batches(model, perturbed(), device=batch.device)  # (B * (steps + 1), C)
+    return probs[np.arange(len(jobs)), np.repeat(targets, steps + 1)].reshape(b, steps + 1)
 
 
 def _auc(curves: np.ndarray) -> np.ndarray:
@@ -395,7 +375,7 @@ def _resolve_named_target(target, names: list[str]):
     if target is None or (isinstance(target, str) and target == "predicted"):
         return None
     if isinstance(target, str):
-        from .labels import normalise_name
+        from ..labels import normalise_name
 
         name = normalise_name(target)
         if name not in names:

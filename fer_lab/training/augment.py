@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .preprocess import normalize_uint8
+from ..data.sampler import batch_generator  # the seeded stream per global batch, re-exported here
+from ..preprocess import normalize_uint8
 
 __all__ = ["AugmentConfig", "sample_params", "augment_batch", "eval_batch", "batch_generator", "photometric"]
 
@@ -45,10 +46,6 @@ class AugmentConfig:
     def photometric(self) -> bool:
         return (tuple(self.gamma) != (1.0, 1.0) or tuple(self.contrast) != (1.0, 1.0) or self.brightness > 0
                 or self.blur_p > 0 or self.grayscale_p > 0)
-
-
-def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step)
 
 
 def sample_params(n: int, cfg: AugmentConfig, gen: torch.Generator) -> dict:

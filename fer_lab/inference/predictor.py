@@ -1,4 +1,4 @@
-"""Inference engine: image -> faces -> the crops the model was trained on -> label probabilities.
+"""Photos -> label probabilities: image -> faces -> the crops the model was trained on -> probabilities.
 
 One :class:`Predictor` per checkpoint is shared by ``fer-lab predict``, the Gradio app and the
 notebooks, so all of them detect, crop and normalise exactly as the weights' metadata says:
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .labels import CANONICAL
-from .shipped import DEFAULT_WEIGHTS
+from ..labels import CANONICAL
+from ..shipped import DEFAULT_WEIGHTS
 
 __all__ = ["Predictor", "FacePrediction", "ImageResult", "DEFAULT_WEIGHTS", "WHOLE_IMAGE_RECIPES",
            "predict_files"]
@@ -102,11 +102,11 @@ class Predictor:
         device: torch device.
         recipe: override the checkpoint's crop recipe (rarely right: the model was trained on it).
         backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime on CPU: the model is exported
-            once to a cached file, :func:`fer_lab.export.cached_onnx`, and must pass the parity
+            once to a cached file, :func:`fer_lab.inference.export.cached_onnx`, and must pass the parity
             check) or ``"auto"`` (ONNX Runtime when it is installed and the export works, else
             PyTorch; ``.backend`` says which and ``.backend_note`` why not).  With ONNX Runtime,
             Grad-CAM for models with a pooling + linear head is computed in closed form from the
-            same forward pass (:func:`fer_lab.cam.linear_head_cams`); other CAM methods use PyTorch.
+            same forward pass (:func:`fer_lab.analysis.cam.linear_head_cams`); other CAM methods use PyTorch.
         tta_flip: average the probabilities of each crop and its mirror image (2x the model cost;
             the same averaging as ``fer-lab eval --tta-flip``: +0.6 points on FER+ test for the
             shipped EfficientFace, docs/results.md).  CAMs are computed on the unflipped crop, for
@@ -130,7 +130,7 @@ class Predictor:
             self.name = getattr(model, "checkpoint_path", None) or getattr(model.meta, "arch", "model")
             model = model.to(device).eval()
         else:
-            from .checkpoint import load_model
+            from ..checkpoint import load_model
 
             model = load_model(weights, device=device)
             self.name = str(weights)
@@ -159,7 +159,7 @@ class Predictor:
         try:
             if self.device.type != "cpu":
                 raise RuntimeError(f"the ONNX Runtime backend runs on CPU, not {self.device}")
-            from .cam import has_linear_head
+            from ..analysis.cam import has_linear_head
             from .export import OnnxModel, cached_onnx
 
             self.onnx = OnnxModel(cached_onnx(self.model), threads=torch.get_num_threads())
@@ -187,7 +187,7 @@ class Predictor:
 
     def detect(self, image: np.ndarray, max_faces: int | None = None) -> list:
         """Faces in a loaded image (largest first), with eye landmarks when the recipe aligns."""
-        from .faces import detect_faces
+        from ..faces import detect_faces
 
         return detect_faces(image, max_faces=max_faces, landmarks=self.crop_recipe().align)
 
@@ -198,7 +198,7 @@ class Predictor:
         ``faces``: detections to reuse (from :meth:`detect` or :func:`fer_lab.faces.detect_faces`)
         so that several models on one image share one detection pass; ``[]`` = no face found.
         """
-        from .faces import crop_face, detect_eyes
+        from ..faces import crop_face, detect_eyes
 
         recipe = self.crop_recipe(detect)
         if not detect or not recipe.detect:
@@ -224,10 +224,10 @@ class Predictor:
                     np.zeros((0, len(self.labels)), np.float32), 0.0)
         t0 = time.perf_counter()
         if self.onnx is None:  # PyTorch: the shared batched engine, then the prior correction
-            from .engine import run_model
-            from .metrics import apply_prior_correction
+            from ..engine import run_model
+            from ..metrics import apply_prior_correction
 
-            seen = np.stack([self.preprocess.resize(c) for c in crops])
+            seen = self.preprocess.resize_all(crops)
             with self._lock:
                 probs = run_model(self.model, seen, tta_flip=self._tta(tta_flip), batch_size=len(seen),
                                   device=self.device, preprocess=self.preprocess)
@@ -243,7 +243,7 @@ class Predictor:
 
     def _probs(self, x: torch.Tensor) -> np.ndarray:
         """Softmax of a preprocessed batch from ONNX Runtime or the PyTorch model (the engine's forward)."""
-        from .engine import model_outputs
+        from ..engine import model_outputs
 
         if self.onnx is None:
             return model_outputs(self.model, x).cpu().numpy()
@@ -253,19 +253,18 @@ class Predictor:
     def _postprocess(self, probs, x: torch.Tensor, tta_flip: bool | None = None) -> np.ndarray:
         """``probs`` of ``x``, averaged with those of its mirror image when flip TTA is on
         (``tta_flip``, or the Predictor's default when None), then prior-corrected."""
-        from .engine import flip_average
-        from .metrics import apply_prior_correction
+        from ..engine import flip_average
+        from ..metrics import apply_prior_correction
 
         if self._tta(tta_flip):
             probs = flip_average(self._probs, x, np.asarray(probs))
         return apply_prior_correction(probs, self.prior_correction)
 
     def _batch(self, crops) -> tuple[np.ndarray, torch.Tensor]:
-        from .preprocess import normalize_uint8
-
-        seen = np.stack([self.preprocess.resize(c) for c in crops])
-        x = normalize_uint8(torch.from_numpy(seen), self.preprocess.mean, self.preprocess.std).to(self.device)
-        return seen, x
+        """(model-view uint8 crops, the network's input): the model's own ``Preprocess`` for both
+        backends, so ONNX Runtime sees exactly the pixels ``run_model`` gives the PyTorch model."""
+        seen = self.preprocess.resize_all(crops)
+        return seen, self.preprocess.normalize(torch.from_numpy(seen)).to(self.device)
 
     def _closed_form_cam(self, method: str) -> bool:
         return self.onnx is not None and method == "gradcam" and self._fc_weight is not None
@@ -278,7 +277,7 @@ class Predictor:
         With flip TTA the probabilities are averaged with the mirror image's; where that changes a
         crop's top class, its CAM is recomputed for the new one (the map always explains the label
         reported)."""
-        from .cam import CAM_METHODS, CamExplainer
+        from ..analysis.cam import CAM_METHODS, CamExplainer
 
         if method not in CAM_METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
@@ -319,7 +318,7 @@ class Predictor:
         ``cam``: a CAM method name; each face then also gets ``.cam`` (the map for its top class,
         from the same pass that gives the probabilities; ``latency_ms`` covers both).
         ``tta_flip``: flip TTA for this call (None: the Predictor's default)."""
-        from .io import load_image
+        from ..io import load_image
 
         img = image if _is_rgb_uint8(image) else load_image(image)
         t0 = time.perf_counter()
@@ -354,7 +353,7 @@ class Predictor:
 
     def _cams_locked(self, x: torch.Tensor, method: str, targets) -> np.ndarray:
         """CAMs of a preprocessed batch; the caller holds ``self._lock``."""
-        from .cam import compute_cams
+        from ..analysis.cam import compute_cams
 
         if self._closed_form_cam(method):
             return self._ort_cams(x, targets)[1]
@@ -362,7 +361,7 @@ class Predictor:
 
     def _ort_cams(self, x: torch.Tensor, targets) -> tuple[np.ndarray, np.ndarray]:
         """(logits, Grad-CAMs) from one ONNX Runtime pass; targets None = the predicted classes."""
-        from .cam import _resolve_targets, linear_head_cams
+        from ..analysis.cam import _resolve_targets, linear_head_cams
 
         logits, feats = self.onnx.run(x)
         t = _resolve_targets(targets, x.shape[0], logits.shape[1])
@@ -383,7 +382,7 @@ def _describe(image) -> str:
 def predict_files(predictor: Predictor, sources: Iterable[str | os.PathLike], detect: bool = True,
                   max_faces: int | None = None) -> list[ImageResult]:
     """Score many images; an unreadable image becomes an ``ImageResult`` with ``error`` set."""
-    from .io import ImageLoadError
+    from ..io import ImageLoadError
 
     results = []
     for src in sources:

@@ -80,7 +80,7 @@ def image_data_uri(img: np.ndarray, max_side: int | None = 96) -> str:
 
     from PIL import Image
 
-    from .preprocess import to_rgb_uint8
+    from ..preprocess import to_rgb_uint8
 
     pil = Image.fromarray(to_rgb_uint8(img))
     if max_side and max(pil.size) > max_side:
@@ -117,7 +117,7 @@ def thumbnail_gallery(images: Sequence[np.ndarray], captions: Sequence[str] | No
 
 def cam_comparison_figure(result: dict, captions: Sequence[str] | None = None, thumb_px: int = 128,
                           title: str | None = None) -> go.Figure:
-    """CAM overlays of :func:`fer_lab.cam.compare_cams` as a grid: one row per model, one column
+    """CAM overlays of :func:`fer_lab.analysis.cam.compare_cams` as a grid: one row per model, one column
     per face; each caption names the model, its predicted class and probability (and the
     face's caption when given)."""
     images, caps = [], []
@@ -171,7 +171,7 @@ def confusion_heatmap(cm, labels: Sequence[str], normalize: bool = True, title: 
 
 def cooccurrence_heatmap(matrix, labels: Sequence[str] | None = None,
                          title: str | None = "Expression co-occurrence") -> go.Figure:
-    """Heat map of :func:`fer_lab.distributions.cooccurrence_matrix` (DataFrame or array + labels)."""
+    """Heat map of :func:`fer_lab.analysis.distributions.cooccurrence_matrix` (DataFrame or array + labels)."""
     if hasattr(matrix, "to_numpy"):
         labels = labels or [str(c) for c in matrix.columns]
         m = matrix.to_numpy(dtype=np.float64)
@@ -203,7 +203,7 @@ def line_curves(df, x: str, y: str, group: str = "model", *, title: str | None =
 
 
 def perturbation_curve_figure(df, title: str | None = None) -> go.Figure:
-    """Accuracy vs perturbation strength, one line per model (:func:`fer_lab.robustness.perturbation_curve`)."""
+    """Accuracy vs perturbation strength, one line per model (:func:`fer_lab.analysis.robustness.perturbation_curve`)."""
     kind = str(df["kind"].iloc[0]) if "kind" in df and len(df) else "perturbation"
     fig = line_curves(df, "strength", "accuracy", "model", title=title or f"Accuracy under {kind}",
                       xtitle=f"{kind} strength", ytitle="accuracy")
@@ -267,7 +267,7 @@ def embedding_scatter(coords, color, *, color_name: str = "label", categorical: 
                       title: str | None = None) -> go.Figure:
     """2-D scatter of embedding coordinates coloured by a categorical (label, prediction,
     dataset) or continuous (entropy) variable.  ``thumbnails`` (data URIs, :func:`image_data_uri`)
-    are stored in ``customdata`` for :func:`fer_lab.embeddings.embedding_widget` to show on hover.
+    are stored in ``customdata`` for :func:`fer_lab.analysis.embeddings.embedding_widget` to show on hover.
     """
     xy = np.asarray(coords, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
