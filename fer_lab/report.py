@@ -46,8 +46,8 @@ def held_out_markdown(name: str, metrics: dict | None) -> str:
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
 
-    raw = rec.get("raw") or {}
     tau = rec.get("prior_tau", 0.0)
+    raw = (rec.get("raw") or {}) if tau else {}  # with tau 0 the raw numbers are the served ones
     head = (f"**{name}** on {rec['split']} ({rec['n']} faces), as served"
             + (f" (prior correction τ {tau:g})" if tau else "") + f": accuracy **{pct(rec['accuracy'])}%**, "
             f"balanced accuracy (mean recall over classes) **{pct(rec['balanced_accuracy'])}%**")

@@ -364,6 +364,10 @@ def test_models_tab_shows_the_stored_held_out_evaluation(engine, tmp_path):
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.allclose(z.sum(1), 1) and np.allclose(np.diag(z), np.diag(cm) / cm.sum(1))
     assert "MySet" in engine.model_report(None)[0]  # default: the EfficientFace column's model
+    _store_held_out(path, cm, split="NoTau", tau=0.0)  # no correction: no second, identical row
+    key = engine.load_checkpoint(str(path), None, "efficientface")[2]["value"]
+    text = engine.model_report(key)[0]
+    assert "NoTau" in text and "τ" not in text and "| raw |" not in text and "without the correction" not in text
 
     text, fig = engine.model_report("baseline-ferplus")  # this stand-in carries no record
     assert fig is None and "no stored held-out evaluation" in text
