@@ -4,8 +4,8 @@ does on FER2013Test in their metadata (the weights themselves do not change).
     python tools/ferplus_ship_prior.py --root ../shared/data/ferplus [--criterion mean]
 
 For each shipped name: ``fer_lab.inference.evaluate.fit_prior_correction`` (prior = FER2013Train majority-label
-frequencies, tau on FER2013Valid by --criterion), then ``evaluate`` on FER2013Test with and without
-it; the checkpoint is rewritten in data/weights with ``meta.prior_correction`` and the test metrics
+frequencies, tau on FER2013Valid by --criterion), then ``evaluate`` on FER2013Test (raw, plain and flip
+TTA) with the correction applied to those probabilities and without it; the checkpoint is rewritten in data/weights with ``meta.prior_correction`` and the test metrics
 (``ferplus_test_acc`` = as served, i.e. corrected; ``ferplus_test_acc_raw`` = without; ``held_out``:
 per-class recall and the confusion matrix, which the app's Models tab shows).  Prints the
 machine-readable lines docs/results.md keeps for tests/test_shipped_weights.py.
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None):
     from fer_lab.checkpoint import load_model, save_model, weights_dir
     from fer_lab.inference.evaluate import evaluate, fit_prior_correction
+    from fer_lab.metrics import apply_prior_correction, classification_metrics
     from fer_lab.report import HELD_OUT_KEY, held_out_record
 
     ap = argparse.ArgumentParser()
@@ -32,19 +33,20 @@ def main(argv=None):
         src = weights_dir() / f"{name}.safetensors"
         model = load_model(src)
         pc = fit_prior_correction(src, "ferplus", args.root, split="valid", criterion=args.criterion)
-        raw = evaluate(src, "ferplus", args.root, "test", prior_correction=False)
+        # raw probabilities once per view; the correction is applied to them after any TTA averaging,
+        # exactly what evaluate() does with a stored correction (tests/test_shipped_weights.py relies on it)
+        raw = evaluate(src, "ferplus", args.root, "test", prior_correction=False, return_probs=True)
+        raw_tta = evaluate(src, "ferplus", args.root, "test", prior_correction=False, tta_flip=True, return_probs=True)
+        cor = {**classification_metrics(apply_prior_correction(raw["probs"], pc), raw["targets"]),
+               "labels": raw["labels"]}
+        cor_tta = classification_metrics(apply_prior_correction(raw_tta["probs"], pc), raw_tta["targets"])
         meta = model.meta
         meta.prior_correction = pc
-        tmp = src.with_name(f".{name}.prior.safetensors")
-        save_model(model, tmp, meta)
-        cor = evaluate(tmp, "ferplus", args.root, "test")
-        cor_tta = evaluate(tmp, "ferplus", args.root, "test", tta_flip=True)
         meta.metrics = {**meta.metrics, "ferplus_test_acc": cor["accuracy"], "ferplus_test_balanced_acc":
                         cor["balanced_accuracy"], "ferplus_test_acc_raw": raw["accuracy"],
                         "ferplus_test_balanced_acc_raw": raw["balanced_accuracy"],
                         HELD_OUT_KEY: held_out_record(cor, split="FER2013Test", raw=raw, tau=pc["tau"])}
         save_model(model, src, meta)
-        tmp.unlink()
         row = next(r for r in pc["sweep"] if r["tau"] == pc["tau"])
         print(f"# {name}: tau {pc['tau']:g} on FER2013Valid ({args.criterion}): val {100 * row['accuracy']:.2f} / "
               f"balanced {100 * row['balanced_accuracy']:.2f}; test raw {100 * raw['accuracy']:.2f} / "
