@@ -26,7 +26,8 @@ from .meta import ModelMeta, attach_meta
 from .models import create_model, list_models, model_default_cfg
 
 __all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file",
-           "weights_dir", "list_shipped", "resolve_weights", "atomic_write"]
+           "weights_dir", "list_shipped", "resolve_weights", "atomic_write", "ProbabilityEnsemble",
+           "load_models", "split_checkpoint_spec"]
 
 MSCELEB_CLASSES = 12666
 
@@ -237,3 +238,53 @@ def load_model(path_or_name: str | os.PathLike, *, arch: str | None = None, num_
     attach_meta(model, meta)
     model.checkpoint_path = str(path)
     return model.to(device).eval()
+
+
+class ProbabilityEnsemble(nn.Module):
+    """Several checkpoints as one model: ``forward`` returns ``log(mean_i softmax(member_i(x)))``,
+    so ``softmax(forward(x))`` is the members' mean probability (a teacher or an evaluation target
+    that is an ensemble of seeds or architectures; the paper's LDG idea with a stronger generator).
+
+    All members must agree on what they were trained to read: label map, input size, grayscale and
+    mean/std (one preprocessing serves them all). ``meta`` is the first member's."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise CheckpointError("an ensemble needs at least two checkpoints")
+        first = members[0]
+        for m in members[1:]:
+            name = getattr(m, "checkpoint_path", type(m).__name__)
+            m.meta.label_map.check_compatible(first.meta.label_map, f"ensemble member {name}", "first member")
+            for field_ in ("input_size", "grayscale", "mean", "std"):
+                a, b = getattr(m.meta, field_), getattr(first.meta, field_)
+                if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
+                    raise CheckpointError(f"ensemble member {name} has {field_}={a!r}, the first member {b!r}: "
+                                          "the members must share one preprocessing")
+        self.members = nn.ModuleList(members)
+        self.meta = first.meta
+        self.label_map = first.label_map
+        self.preprocess = getattr(first, "preprocess", None)
+        self.checkpoint_paths = [str(getattr(m, "checkpoint_path", "")) for m in members]
+
+    def forward(self, x):
+        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()
+
+
+def split_checkpoint_spec(spec) -> list[str]:
+    """``a.safetensors`` / ``a.safetensors,b.safetensors`` / a list of them -> the list of paths or names."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    out = [str(s).strip() for s in items if str(s).strip()]
+    if not out:
+        raise CheckpointError(f"no checkpoint in {spec!r}")
+    return out
+
+
+def load_models(spec, *, device: str | torch.device = "cpu") -> nn.Module:
+    """One checkpoint (path or shipped name) -> :func:`load_model`; several (comma-separated or a
+    list) -> a :class:`ProbabilityEnsemble` of them, in eval mode."""
+    paths = split_checkpoint_spec(spec)
+    if len(paths) == 1:
+        return load_model(paths[0], device=device)
+    return ProbabilityEnsemble([load_model(p, device=device) for p in paths]).to(device).eval()

@@ -98,6 +98,67 @@ def test_every_source_trains_and_exports(tmp_path, tiny_data, teacher_path, targ
         assert np.allclose(q, ref, atol=1e-5)  # the clean-view LDG distribution of every training image
 
 
+def _saved(tmp_path, name, seed, **meta):
+    torch.manual_seed(seed)
+    m = create_model("cnn_tiny", num_classes=7).eval()
+    base = dict(arch="cnn_tiny", labels=canonical(7).to_list(), input_size=32, mean=(0.5,) * 3, std=(0.25,) * 3,
+                grayscale=False)
+    return save_model(m, tmp_path / f"{name}.safetensors", ModelMeta(**{**base, **meta}))
+
+
+def test_ensemble_of_checkpoints_averages_probabilities_and_refuses_mismatched_members(tmp_path):
+    from fer_lab.checkpoint import CheckpointError, ProbabilityEnsemble, load_models
+
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    assert not isinstance(load_models(str(a)), ProbabilityEnsemble)     # one checkpoint: the model itself
+    ens = load_models(f"{a},{b}")
+    assert isinstance(ens, ProbabilityEnsemble) and ens.label_map == canonical(7) and ens.meta.input_size == 32
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mean = (torch.softmax(load_model(a)(x), 1) + torch.softmax(load_model(b)(x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(ens(x), 1), mean, rtol=1e-5, atol=1e-6)
+        # distinct members: the ensemble is neither of them
+        assert not torch.allclose(mean, torch.softmax(load_model(a)(x), 1), atol=1e-3)
+    assert load_models([str(a), str(b)]).checkpoint_paths == [str(a), str(b)]
+    other_labels = _saved(tmp_path, "perm", 3, labels=list(reversed(canonical(7).to_list())))
+    with pytest.raises(ValueError, match="ensemble member"):
+        load_models(f"{a},{other_labels}")
+    other_norm = _saved(tmp_path, "norm", 4, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with pytest.raises(CheckpointError, match="mean"):
+        load_models(f"{a},{other_norm}")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_models(f"{a},{tmp_path / 'missing.safetensors'}")
+
+
+def test_ensemble_teacher_trains_a_student_on_the_members_mean_and_records_its_parents(tmp_path, tiny_data,
+                                                                                      monkeypatch):
+    """teacher=a,b (ldg-cached): the cached targets are the members' mean distribution, and the
+    checkpoint records the sha1 of each teacher file and of the init file as they were at the start."""
+    from fer_lab.checkpoint import file_sha1
+    from fer_lab.training import predict_arrays
+
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    init = _saved(tmp_path, "init", 5)
+    sha = {p: file_sha1(p) for p in (a, b, init)}
+    train(_cfg(tmp_path, "ens", arch="cnn_tiny", target="ldg-cached", teacher=f"{a},{b}", teacher_min_acc=0.0,
+               init=str(init)), data=tiny_data)
+    q = np.load(next((tmp_path / "cache" / "teacher").glob("*.npy")))
+    ref = np.mean([predict_arrays(load_model(p), tiny_data["train"].images, (0.5,) * 3, (0.25,) * 3)
+                   for p in (a, b)], axis=0)
+    np.testing.assert_allclose(q, ref, atol=1e-5)
+    init.write_bytes(b"replaced after the run started")   # e.g. shipped under the init's own name
+    for f in ("model.safetensors", "best.safetensors"):
+        prov = load_model(tmp_path / "ens" / f).meta.train_config["provenance"]
+        assert prov["init"] == {"path": str(init), "sha1": sha[init]}
+        assert [t["sha1"] for t in prov["teacher"]] == [sha[a], sha[b]]
+    # resuming needs no init file (the weights come from last.pt) and keeps the provenance of the start
+    train(_cfg(tmp_path, "ens", arch="cnn_tiny", target="ldg-cached", teacher=f"{a},{b}", teacher_min_acc=0.0,
+               init=str(init), epochs=2, resume=True), data=tiny_data)
+    assert len((tmp_path / "ens" / "metrics.csv").read_text().splitlines()) == 3   # header + epochs 1, 2
+    assert load_model(tmp_path / "ens" / "model.safetensors").meta.train_config["provenance"]["init"]["sha1"] == sha[init]
+
+
 def test_cached_teacher_distributions_average_the_clean_and_augmented_views(tmp_path, monkeypatch):
     """teacher_views=k: the clean view through the engine plus k-1 augmented views, each chunk of
     eval_batch_size augmented with the generator of (seed + 7919 v, 0, chunk start)."""

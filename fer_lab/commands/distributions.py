@@ -5,13 +5,13 @@ from . import print_json
 def run(args) -> int:
     import numpy as np
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_models
     from ..training import cache_teacher_distributions, load_config, load_split
     from ..training.loop import resolve_device, teacher_check
 
     cfg = load_config(args.config, [*args.overrides, f"teacher={args.teacher}", "target=ldg-cached"])
     device = resolve_device(cfg.device)
-    teacher = load_model(args.teacher, device=device)
+    teacher = load_models(args.teacher, device=device)
     data = load_split(cfg, args.split)
     check = teacher_check(teacher, data, data.label_map, cfg.teacher_min_acc, device,
                           tuple(teacher.meta.mean), tuple(teacher.meta.std))
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p = sub.add_parser("distributions", help="compute/cache LDG label distributions for a dataset split")
     p.add_argument("config", nargs="?", help="config (dataset, input size, ...) as for train")
     p.add_argument("overrides", nargs="*")
-    p.add_argument("--teacher", required=True, help="LDG checkpoint")
+    p.add_argument("--teacher", required=True, help="LDG checkpoint; several, comma-separated: their mean probabilities (an ensemble teacher)")
     p.add_argument("--split", default="train")
     p.add_argument("--out", help="also save the N x C array to this .npy file")
     p.set_defaults(func=run)

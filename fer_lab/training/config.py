@@ -48,7 +48,7 @@ class TrainConfig:
     select_on: str = "accuracy"        # accuracy | balanced_accuracy: validation metric that selects best.safetensors
     # targets ("distribution sources")
     target: str = "hard"
-    teacher: str | None = None         # LDG checkpoint (ldg-online / ldg-cached)
+    teacher: str | None = None         # LDG checkpoint (ldg-online / ldg-cached); "a,b,...": an ensemble (mean probabilities)
     teacher_views: int = 1             # ldg-cached: average over this many augmented views (1 = clean view)
     teacher_min_acc: float | None = None  # refuse a teacher below this val accuracy (default: well above chance)
     temperature: float = 1.0

@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 
 from .augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
-from ..checkpoint import ModelMeta, atomic_write, file_sha1, load_model, save_model
+from ..checkpoint import (CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, resolve_weights, save_model,
+                          split_checkpoint_spec)
 from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
 from ..engine import run_batches, run_model
@@ -144,8 +145,10 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     k-1 augmented views (deterministic by seed).  Both run through the engine
     (:func:`fer_lab.engine.run_model`; the augmented batches through its loop, ``run_batches``).
     """
-    key = hashlib.sha1(json.dumps([getattr(teacher, "checkpoint_path", ""), _fingerprint(teacher.checkpoint_path)
-                                   if getattr(teacher, "checkpoint_path", None) else "", data.key, cfg.teacher_views,
+    paths = getattr(teacher, "checkpoint_paths", None) or [getattr(teacher, "checkpoint_path", "")]
+    ident = [[p, _fingerprint(p) if p else ""] for p in paths]  # an ensemble: every member's file
+    ident = ident[0] if len(ident) == 1 else ident               # one teacher: the key it always had
+    key = hashlib.sha1(json.dumps([*ident, data.key, cfg.teacher_views,
                                    cfg.temperature, cfg.seed]).encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab")) / "teacher"
     path = root / f"{key}.npy"
@@ -237,6 +240,7 @@ class Run:
     teacher_dists: torch.Tensor | None = None  # ldg-cached: N x C distributions of the training images
     teacher_info: dict = field(default_factory=dict)
     sampler: ClassBalancedSampler | None = None  # balanced_sampling
+    provenance: dict = field(default_factory=dict)  # the init / teacher files this run started from (sha1)
     images_dev: torch.Tensor | None = None       # the uint8 training array kept on the device
     start_epoch: int = 0
     best: dict = field(default_factory=lambda: {"score": -1.0, "epoch": -1})
@@ -296,7 +300,9 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     model = create_model(cfg.arch, num_classes=cfg.num_classes)
     mean = tuple(cfg.mean or model.meta.mean)  # default: the architecture's registry statistics
     std = tuple(cfg.std or model.meta.std)
-    if cfg.init:
+    state_path = out / "last.pt"
+    resuming = cfg.resume and state_path.is_file()
+    if cfg.init and not resuming:  # a resumed run takes its weights from last.pt: the init file may be gone
         init = load_model(cfg.init, arch=cfg.arch)
         sd = init.state_dict()
         if init.meta.num_classes != cfg.num_classes:  # a new class count: keep the fresh classifier
@@ -310,13 +316,14 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     if cuda and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    teacher_info, cached_q = {}, None
+    teacher_info, cached_q, teacher_loaded = {}, None, False
     if cfg.target == "ldg-cached" and teacher_dists is not None:
         cached_q = torch.as_tensor(teacher_dists)
     elif cfg.target == "ldg-online" and teacher is not None:
         teacher.eval()
     elif cfg.target in ("ldg-online", "ldg-cached"):
-        teacher = load_model(cfg.teacher, device=device)
+        teacher = load_models(cfg.teacher, device=device)  # several checkpoints: their mean probabilities
+        teacher_loaded = True
         check_d = val_d if val_d is not None else train_d
         tmean, tstd = _teacher_mean_std(teacher)
         teacher_info = teacher_check(teacher, check_d, label_map, cfg.teacher_min_acc, device, tmean, tstd)
@@ -353,9 +360,10 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     if cfg.balanced_sampling:
         # one global draw sequence per epoch; each rank takes its slice of every global batch
         run.sampler = ClassBalancedSampler(train_d.labels, steps * cfg.batch_size, seed=cfg.seed)
-    state_path = out / "last.pt"
-    if cfg.resume and state_path.is_file():
+    if resuming:
         _load_state(run, state_path)
+    # recorded when the run starts and kept in last.pt; states written before it existed: the files as found now
+    run.provenance = run.provenance or _provenance(cfg, teacher_loaded, missing_ok=resuming)
     if cfg.device_cache if cfg.device_cache is not None else cuda:
         run.images_dev = torch.as_tensor(np.asarray(train_d.images)).to(device)
     return run
@@ -367,7 +375,7 @@ def save_state(run: Run, epoch: int, path: str | os.PathLike | None = None) -> N
         return
     st = {"model": model_for_export(run.model).state_dict(), "optimizer": run.optimizer.state_dict(),
           "scheduler": run.scheduler.state_dict(), "epoch": epoch, "best": run.best, "history": run.history,
-          "rng": _rng_state(), "config": json.loads(json.dumps(run.cfg.to_dict()))}
+          "rng": _rng_state(), "config": json.loads(json.dumps(run.cfg.to_dict())), "provenance": run.provenance}
     if run.ema is not None:
         st["ema"] = run.ema.model.state_dict()
     atomic_write(path or run.out / "last.pt", lambda tmp: torch.save(st, tmp))
@@ -383,6 +391,9 @@ def _load_state(run: Run, path: Path) -> None:
     if run.ema is not None and "ema" in st:
         run.ema.model.load_state_dict(st["ema"])
     run.start_epoch, run.best, run.history = st["epoch"] + 1, st["best"], st["history"]
+    # the files as they were when the run started (an init file may since have been overwritten, e.g. by
+    # shipping this run under the init's own name)
+    run.provenance = st.get("provenance") or {}
     run.best.setdefault("score", run.best.get("val_acc", -1.0))  # runs started before select_on existed
     torch.set_rng_state(st["rng"]["torch"])
     csv_path = path.parent / "metrics.csv"
@@ -553,7 +564,8 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
             if score > run.best["score"]:
                 run.best = {"score": score, "epoch": epoch + 1, "metric": cfg.select_on}
                 save_model(model_for_export(run.model), run.out / "best.safetensors",
-                           _meta(cfg, run.label_map, run.mean, run.std, {"selected_on": "val" if vm else "train", **row}))
+                           _meta(cfg, run.label_map, run.mean, run.std, {"selected_on": "val" if vm else "train", **row},
+                                 provenance=run.provenance))
             _append_csv(run.out / "metrics.csv", row)
             if tb is not None:
                 for k, v in row.items():
@@ -615,7 +627,7 @@ def _finish(run: Run) -> dict:
                "test_balanced_acc": sel_test and sel_test["balanced_accuracy"], "best_epoch": best["epoch"],
                "selected_on": cfg.select_on}
     save_model(model_for_export(model), out / "model.safetensors",
-               _meta(cfg, run.label_map, run.mean, run.std, metrics, prior_correction))
+               _meta(cfg, run.label_map, run.mean, run.std, metrics, prior_correction, run.provenance))
     model_for_export(model).load_state_dict(final_state)
     atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2, default=str)))
     return summary
@@ -632,10 +644,34 @@ def _brief(m: dict | None) -> dict | None:
     return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "soft_ce_vs_dist") if k in m}
 
 
-def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict, prior_correction: dict | None = None) -> ModelMeta:
+def _provenance(cfg: TrainConfig, teacher_loaded: bool, missing_ok: bool = False) -> dict:
+    """``{"init": {"path", "sha1"}, "teacher": [{"path", "sha1"}, ...]}`` for the files a run reads
+    weights from, hashed when it starts: the checkpoint then names its real parents even after a
+    file is replaced (``init=`` paths are stored as given in ``train_config``)."""
+    def ident(spec):
+        try:
+            return {"path": str(spec), "sha1": file_sha1(resolve_weights(spec))}
+        except (OSError, CheckpointError):
+            if not missing_ok:
+                raise
+            return {"path": str(spec), "sha1": None}
+
+    out = {}
+    if cfg.init:
+        out["init"] = ident(cfg.init)
+    if teacher_loaded:  # not a teacher handed in ready-made (benchmarks)
+        out["teacher"] = [ident(p) for p in split_checkpoint_spec(cfg.teacher)]
+    return out
+
+
+def _meta(cfg: TrainConfig, label_map: LabelMap, mean, std, metrics: dict, prior_correction: dict | None = None,
+          provenance: dict | None = None) -> ModelMeta:
+    tc = json.loads(json.dumps(cfg.to_dict(), default=str))
+    if provenance:
+        tc["provenance"] = provenance
     return ModelMeta(arch=cfg.arch, labels=label_map.to_list(), input_size=cfg.input_size, mean=tuple(mean),
                      std=tuple(std), grayscale=cfg.grayscale, dataset=cfg.dataset,
                      crop={"recipe": cfg.photo_recipe or cfg.recipe, "train_recipe": cfg.recipe},
                      metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float, str, type(None)))},
                      prior_correction=dict(prior_correction or {}),
-                     train_config=json.loads(json.dumps(cfg.to_dict(), default=str)))
+                     train_config=tc)
