@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .preprocess import Preprocess, preprocess_for
 
-__all__ = ["run_model", "run_batches", "flip_average", "model_outputs"]
+__all__ = ["run_model", "run_batches", "flip_average", "model_outputs", "model_device"]
 
 
 def flip_average(fn: Callable, x: torch.Tensor, out=None):
@@ -41,7 +41,8 @@ def model_outputs(model: nn.Module, x: torch.Tensor, *, features: bool = False,
     return torch.softmax(model(x).float() / temperature, dim=1)
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free module)."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -93,7 +94,7 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
     if input_size is None and preprocess is None and mean is not None and isinstance(images, np.ndarray):
         input_size = images.shape[1]
     pre = _resolve_preprocess(model, preprocess, mean, std, input_size)
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     ready = (isinstance(images, np.ndarray) and images.dtype == np.uint8 and not pre.grayscale
              and images.shape[1] == images.shape[2] == pre.input_size)
 
@@ -121,7 +122,7 @@ def run_batches(model: nn.Module, batches: Iterable[torch.Tensor], *, tta_flip: 
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    device = _model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     autocast = amp and device.type == "cuda"
 
     def forward(x):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import run_batches
+from ..engine import model_device, run_batches
 from ..preprocess import preprocess_for, to_rgb_uint8  # preprocess_for: re-exported, part of this API
 
 if TYPE_CHECKING:  # pandas is imported where it is used (it is slow to import)
@@ -110,11 +110,6 @@ def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "get_classifier"):
         return int(model.get_classifier().out_features)
     return int(getattr(model, "num_classes"))
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _resolve_targets(targets, batch_size: int, num_classes: int) -> list[int] | None:
@@ -198,7 +193,7 @@ class CamExplainer:
             raise RuntimeError("this CamExplainer is closed")
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        batch = _check_batch(batch).to(_model_device(self.model))
+        batch = _check_batch(batch).to(model_device(self.model))
         was_training = self.model.training
         self.model.eval()
         targets = _resolve_targets(targets, batch.shape[0], self.num_classes)
@@ -315,7 +310,7 @@ def faithfulness_curves(model: nn.Module, batch: torch.Tensor, cams: np.ndarray,
         raise ValueError(f"substrate must be 'blur' or 'mean', got {substrate!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    batch = _check_batch(batch).detach().to(_model_device(model))
+    batch = _check_batch(batch).detach().to(model_device(model))
     b, _, h, w = batch.shape
     cams = np.asarray(cams, dtype=np.float32)
     if cams.ndim == 2:
@@ -416,7 +411,7 @@ def compare_cams(models: Mapping[str, nn.Module], images: Sequence[np.ndarray], 
     for name, model in models.items():
         pre = preprocess_for(model, input_size)
         names = model_label_names(model)
-        batch = pre(faces).to(_model_device(model))
+        batch = pre(faces).to(model_device(model))
         with CamExplainer(model, method) as explain:
             cams = explain(batch, _resolve_named_target(target, names))
             probs, tgts = explain.last_probs, np.asarray(explain.last_targets)
