@@ -8,8 +8,10 @@ For each checkpoint, on FER2013Valid and FER2013Test, through ``fer_lab.inferenc
 same code as ``fer-lab eval``): accuracy, balanced accuracy (macro recall), per-class recall, NLL
 and ECE, with the checkpoint's stored post-hoc prior correction (what ``fer-lab predict`` and the
 app apply) and without it; then test accuracy under the framing / photometric conditions of
-``fer_lab.analysis.robustness.FRAMING_CONDITIONS`` and the drop from clean.  ``--png-dir`` also writes a
-row-normalised confusion heat map per checkpoint (needs kaleido + Chromium).  Prints markdown.
+``fer_lab.analysis.robustness.FRAMING_CONDITIONS`` and the drop from clean (``--framing-split valid``:
+on FER2013Valid, to choose between checkpoints without looking at test; ``--framing-only``: just that
+table).  ``--png-dir`` also writes a row-normalised confusion heat map per checkpoint (needs kaleido +
+Chromium).  Prints markdown.
 """
 from __future__ import annotations
 
@@ -33,13 +35,16 @@ def main(argv=None):
     ap.add_argument("--root", default="../shared/data/ferplus")
     ap.add_argument("--weights", nargs="+", default=["efficientface-ferplus", "baseline-ferplus"])
     ap.add_argument("--png-dir", default=None)
+    ap.add_argument("--framing-split", default="test", choices=["valid", "test"],
+                    help="split of the framing / photometric table (valid: to choose between checkpoints)")
+    ap.add_argument("--framing-only", action="store_true", help="only the framing table")
     args = ap.parse_args(argv)
 
     rows, framing, names = [], [], None
     for w in args.weights:
         model = load_model(w)
         tau = float((model.meta.prior_correction or {}).get("tau", 0.0))
-        for split in ("valid", "test"):
+        for split in () if args.framing_only else ("valid", "test"):
             for corrected in ((True, False) if tau else (False,)):
                 r = evaluate(w, "ferplus", args.root, split, prior_correction=corrected)
                 names = r["labels"]
@@ -52,7 +57,7 @@ def main(argv=None):
                     save_png(confusion_heatmap(r["confusion"], names, title=f"{w}: FER2013Test, recall per row"),
                              out, width=560, height=480)
         meta = model.meta
-        ds = build_dataset("ferplus", args.root, "test", num_classes=meta.num_classes)
+        ds = build_dataset("ferplus", args.root, args.framing_split, num_classes=meta.num_classes)
         cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("train_recipe", "none"), grayscale=meta.grayscale)
         images, labels = cache.images, cache.labels
 
@@ -66,15 +71,17 @@ def main(argv=None):
             a, b = acc(perturb(images, kind, strength))
             framing.append((w, f"{kind} {strength:g}", clean, (a, b)))
 
-    print("| weights | split | prior τ | accuracy | **balanced** | per-class recall (" + " / ".join(names) +
-          ") | NLL | ECE |")
-    print("|---|---|---|---|---|---|---|---|")
+    if rows:
+        print("| weights | split | prior τ | accuracy | **balanced** | per-class recall (" + " / ".join(names) +
+              ") | NLL | ECE |")
+        print("|---|---|---|---|---|---|---|---|")
     for w, split, tau, r in rows:
         pc = " / ".join(_pct(v) for v in r["per_class_accuracy"])
         print(f"| {w} | {split} | {tau:g} | {100 * r['accuracy']:.2f} | **{100 * r['balanced_accuracy']:.2f}** | "
               f"{pc} | {r['nll']:.3f} | {r['ece']:.3f} |")
     print()
-    print("| weights | condition (FER2013Test) | accuracy | drop from clean | balanced | drop |")
+    split_name = {"valid": "FER2013Valid", "test": "FER2013Test"}[args.framing_split]
+    print(f"| weights | condition ({split_name}) | accuracy | drop from clean | balanced | drop |")
     print("|---|---|---|---|---|---|")
     for w, cond, (ca, cb), (a, b) in framing:
         print(f"| {w} | {cond} | {100 * a:.2f} | {100 * (ca - a):+.2f} | {100 * b:.2f} | {100 * (cb - b):+.2f} |")
