@@ -12,6 +12,7 @@ dropped with a warning.  Always ``torch.load(weights_only=True, map_location='cp
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -246,9 +247,10 @@ class ProbabilityEnsemble(nn.Module):
     that is an ensemble of seeds or architectures; the paper's LDG idea with a stronger generator).
 
     All members must agree on what they were trained to read: label map, input size, grayscale and
-    mean/std (one preprocessing serves them all). ``meta`` is the first member's."""
+    mean/std (one preprocessing serves them all). ``meta`` is the first member's settings, without its
+    post-hoc prior correction, metrics and training config (they describe that member alone)."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], served: bool = False):
         super().__init__()
         if len(members) < 2:
             raise CheckpointError("an ensemble needs at least two checkpoints")
@@ -262,13 +264,28 @@ class ProbabilityEnsemble(nn.Module):
                     raise CheckpointError(f"ensemble member {name} has {field_}={a!r}, the first member {b!r}: "
                                           "the members must share one preprocessing")
         self.members = nn.ModuleList(members)
-        self.meta = first.meta
+        # the first member's settings; not its post-hoc prior correction or its metrics, which describe
+        # that member alone (an ensemble's raw mean would otherwise be served with one member's tau)
+        self.meta = dataclasses.replace(first.meta, prior_correction={}, metrics={}, train_config={},
+                                        source="ensemble:" + ",".join(Path(str(getattr(m, "checkpoint_path", "?"))).name
+                                                                      for m in members))
         self.label_map = first.label_map
         self.preprocess = getattr(first, "preprocess", None)
         self.checkpoint_paths = [str(getattr(m, "checkpoint_path", "")) for m in members]
+        # served=True: each member as it is served, i.e. with its own stored post-hoc prior correction
+        # (softmax(log p - tau log prior)) before the mean; False: the members' raw probabilities
+        shifts = []
+        for m in members:
+            pc = (m.meta.prior_correction or {}) if served else {}
+            tau = float(pc.get("tau") or 0.0)
+            shifts.append(-tau * torch.log(torch.as_tensor(pc["prior"], dtype=torch.float32)) if tau
+                          else torch.zeros(len(first.meta.labels)))
+        self.register_buffer("shifts", torch.stack(shifts), persistent=False)
+        self.served = served
 
     def forward(self, x):
-        probs = torch.stack([torch.softmax(m(x).float(), dim=1) for m in self.members]).mean(0)
+        probs = torch.stack([torch.softmax(torch.log_softmax(m(x).float(), dim=1) + s, dim=1)
+                             for m, s in zip(self.members, self.shifts)]).mean(0)
         return probs.clamp_min(1e-12).log()
 
 
@@ -281,10 +298,11 @@ def split_checkpoint_spec(spec) -> list[str]:
     return out
 
 
-def load_models(spec, *, device: str | torch.device = "cpu") -> nn.Module:
+def load_models(spec, *, device: str | torch.device = "cpu", served: bool = False) -> nn.Module:
     """One checkpoint (path or shipped name) -> :func:`load_model`; several (comma-separated or a
-    list) -> a :class:`ProbabilityEnsemble` of them, in eval mode."""
+    list) -> a :class:`ProbabilityEnsemble` of them, in eval mode (``served``: each member with its
+    stored prior correction, as ``fer-lab eval`` scores an ensemble by default)."""
     paths = split_checkpoint_spec(spec)
     if len(paths) == 1:
         return load_model(paths[0], device=device)
-    return ProbabilityEnsemble([load_model(p, device=device) for p in paths]).to(device).eval()
+    return ProbabilityEnsemble([load_model(p, device=device) for p in paths], served=served).to(device).eval()

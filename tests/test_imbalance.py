@@ -250,3 +250,34 @@ def test_predict_json_applies_and_reports_the_shipped_correction(capsys):
     p = np.array([[outs[False]["images"][0]["faces"][0]["probs"][k] for k in labels]])
     raw = np.array([[outs[True]["images"][0]["faces"][0]["probs"][k] for k in labels]])
     np.testing.assert_allclose(p, prior_adjust(raw, stored["prior"], stored["tau"]), atol=2e-4)
+
+
+def test_ensemble_evaluation_averages_members_as_served_or_raw(tmp_path):
+    """fer-lab eval --weights a,b: the mean of the members' probabilities, each with its own stored
+    prior correction (served) or without (--no-prior-correction); the ensemble reports no tau of its own."""
+    from fer_lab import canonical, create_model
+    from fer_lab.checkpoint import save_model
+    from fer_lab.cli import main
+    from fer_lab.inference.evaluate import evaluate
+
+    kw = {"n": 80, "size": SIZE}
+    prior = [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1]
+    paths = []
+    for seed, pc in ((1, {}), (2, {"tau": 0.5, "prior": prior})):
+        torch.manual_seed(seed)
+        m = create_model("cnn_tiny", num_classes=7).eval()
+        meta = ModelMeta(arch="cnn_tiny", labels=canonical(7).to_list(), input_size=SIZE, mean=(0.5,) * 3,
+                         std=(0.25,) * 3, grayscale=False, crop={"recipe": "none", "train_recipe": "none"},
+                         prior_correction=pc)
+        paths.append(save_model(m, tmp_path / f"m{seed}.safetensors", meta))
+    spec = ",".join(str(p) for p in paths)
+    for served in (True, False):
+        ens = evaluate(spec, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=served, return_probs=True)
+        each = [evaluate(p, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=served, return_probs=True)
+                for p in paths]
+        np.testing.assert_allclose(ens["probs"], (each[0]["probs"] + each[1]["probs"]) / 2, atol=1e-5)
+        assert ens["prior_correction"] == {"tau": 0.0, "stored_tau": 0.0}
+        assert ens["accuracy"] == pytest.approx(classification_metrics(ens["probs"], ens["targets"])["accuracy"])
+    assert not np.allclose(each[1]["probs"], evaluate(paths[1], "synthfer", split="valid", dataset_kwargs=kw,
+                                                      return_probs=True)["probs"], atol=1e-3)  # tau 0.5 bites
+    assert main(["eval", "--weights", spec, "--dataset", "synthfer", "--split", "valid", "--json"]) == 0

@@ -58,7 +58,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, balanced acc, macro-F1, NLL, ECE, confusion")
-    p.add_argument("--weights", default="efficientface-ferplus", help="checkpoint path or shipped name")
+    p.add_argument("--weights", default="efficientface-ferplus", help="checkpoint path or shipped name; several, comma-separated: their ensemble (mean probability)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--root", default=None)
     p.add_argument("--split", default="test")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, load_models
 from ..metrics import classification_metrics, soft_cross_entropy
 
 __all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
@@ -49,6 +49,9 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
              prior_correction: bool = True) -> dict:
     """accuracy, balanced accuracy, macro-F1, NLL, ECE (15 bins), confusion matrix.
 
+    ``weights``: a checkpoint path or shipped name; several, comma-separated (``"a,b"``): their mean
+    probability (:class:`fer_lab.checkpoint.ProbabilityEnsemble`; members must share preprocessing).
+
     The dataset is opened with the checkpoint's class count and refused if its label map differs;
     images are cropped and resized exactly as the training cache was (``crop["train_recipe"]``,
     e.g. "none" for pre-cropped FER+); pass ``recipe`` (e.g. "ferplus") to detect and crop faces in
@@ -65,7 +68,9 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     from ..engine import run_model
     from ..metrics import apply_prior_correction
 
-    model = load_model(weights, device=device)
+    # several checkpoints ("a,b"): their mean probability, each member as served (with its own stored
+    # correction) unless prior_correction=False; the ensemble itself stores none
+    model = load_models(weights, device=device, served=prior_correction)
     meta = model.meta
     ds = build_dataset(dataset, root, split, num_classes=meta.num_classes, **(dataset_kwargs or {}))
     meta.label_map.check_compatible(ds.label_map, f"checkpoint {weights}", f"dataset {dataset}/{split}")
