@@ -204,14 +204,17 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
                                tta.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(tta.predict(images / "astronaut.png", tta_flip=False)[0].probs,
                                shared.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
-    # the shipped model on left/right-asymmetric crops (dark left part of growing width): for a few
-    # of them the mirror image moves the top class (random weights always say the same class)
+    # the shipped model on left/right-asymmetric crops (a bright or grey left part of growing width):
+    # for some of them the mirror image moves the top class, for others not (random weights always say
+    # the same class). Which ones depends on the weights (and, at the margin, on the CPU), so the test
+    # uses the whole family and asserts that both cases occur.
     shipped = Path(__file__).resolve().parents[1] / "data" / "weights" / "efficientface-ferplus.safetensors"
     crops = []
-    for a in np.linspace(0, 1, 24)[[14, 15, 16, 21]]:   # 15 and 21 move, 14 and 16 keep their top class
-        crop = np.zeros((64, 64, 3), np.uint8)
-        crop[:, : int(64 * a)] = 255
-        crops.append(crop)
+    for level in (255, 128):
+        for a in np.linspace(0, 1, 24)[1:-1]:
+            crop = np.zeros((64, 64, 3), np.uint8)
+            crop[:, : int(64 * a)] = level
+            crops.append(crop)
     # PyTorch (pytorch-grad-cam) and ONNX Runtime (closed-form Grad-CAM, the app's serving path)
     backends = ["torch"] + (["onnx"] if importlib.util.find_spec("onnxruntime") else [])
     for backend in backends:
