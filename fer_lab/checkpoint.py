@@ -281,7 +281,6 @@ class ProbabilityEnsemble(nn.Module):
             shifts.append(-tau * torch.log(torch.as_tensor(pc["prior"], dtype=torch.float32)) if tau
                           else torch.zeros(len(first.meta.labels)))
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
-        self.served = served
 
     def forward(self, x):
         probs = torch.stack([torch.softmax(torch.log_softmax(m(x).float(), dim=1) + s, dim=1)
