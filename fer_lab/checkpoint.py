@@ -252,7 +252,7 @@ class ProbabilityEnsemble(nn.Module):
 
     def __init__(self, members: list[nn.Module], served: bool = False):
         super().__init__()
-        if len(members) < 2:
+        if len(members) < (1 if served else 2):  # one member as served: that model with its stored correction
             raise CheckpointError("an ensemble needs at least two checkpoints")
         first = members[0]
         for m in members[1:]:
@@ -300,8 +300,9 @@ def split_checkpoint_spec(spec) -> list[str]:
 def load_models(spec, *, device: str | torch.device = "cpu", served: bool = False) -> nn.Module:
     """One checkpoint (path or shipped name) -> :func:`load_model`; several (comma-separated or a
     list) -> a :class:`ProbabilityEnsemble` of them, in eval mode (``served``: each member with its
-    stored prior correction, as ``fer-lab eval`` scores an ensemble by default)."""
+    stored prior correction, as ``fer-lab eval`` scores an ensemble by default; one checkpoint
+    ``served`` is a one-member ensemble, i.e. that model with its correction inside ``forward``)."""
     paths = split_checkpoint_spec(spec)
-    if len(paths) == 1:
+    if len(paths) == 1 and not served:
         return load_model(paths[0], device=device)
     return ProbabilityEnsemble([load_model(p, device=device) for p in paths], served=served).to(device).eval()

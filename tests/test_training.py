@@ -159,6 +159,33 @@ def test_ensemble_teacher_trains_a_student_on_the_members_mean_and_records_its_p
     assert load_model(tmp_path / "ens" / "model.safetensors").meta.train_config["provenance"]["init"]["sha1"] == sha[init]
 
 
+def test_served_teacher_distils_each_member_with_its_stored_prior_correction(tmp_path, tiny_data):
+    """teacher_served=true: the cached targets are the mean of softmax(log p_i - tau_i log prior_i),
+    each member with its own stored correction (a member without one stays raw), under a cache key of
+    its own; one served checkpoint is that model with its correction."""
+    from fer_lab.checkpoint import ProbabilityEnsemble, load_models
+    from fer_lab.metrics import prior_adjust
+    from fer_lab.training import cache_teacher_distributions, predict_arrays
+
+    prior = [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1]
+    a = _saved(tmp_path, "a", 1, prior_correction={"tau": 1.0, "prior": prior})
+    b = _saved(tmp_path, "b", 2)
+    data = tiny_data["train"]
+    raw = {p: predict_arrays(load_model(p), data.images, (0.5,) * 3, (0.25,) * 3) for p in (a, b)}
+    cfg = _cfg(tmp_path, "served", teacher=f"{a},{b}", teacher_served=True)
+    assert cfg.teacher_served
+    served = cache_teacher_distributions(load_models(f"{a},{b}", served=True), data, cfg, "cpu", cache_dir=tmp_path)
+    want = (prior_adjust(raw[a], prior, 1.0) + raw[b]) / 2
+    np.testing.assert_allclose(served, want, atol=1e-5)
+    plain = cache_teacher_distributions(load_models(f"{a},{b}"), data, cfg, "cpu", cache_dir=tmp_path)
+    np.testing.assert_allclose(plain, (raw[a] + raw[b]) / 2, atol=1e-5)
+    assert np.abs(served - plain).max() > 0.05 and len(list((tmp_path / "teacher").glob("*.npy"))) == 2
+    one = load_models(str(a), served=True)
+    assert isinstance(one, ProbabilityEnsemble)
+    np.testing.assert_allclose(predict_arrays(one, data.images, (0.5,) * 3, (0.25,) * 3),
+                               prior_adjust(raw[a], prior, 1.0), atol=1e-5)
+
+
 def test_cached_teacher_distributions_average_the_clean_and_augmented_views(tmp_path, monkeypatch):
     """teacher_views=k: the clean view through the engine plus k-1 augmented views, each chunk of
     eval_batch_size augmented with the generator of (seed + 7919 v, 0, chunk start)."""

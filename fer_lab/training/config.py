@@ -49,6 +49,8 @@ class TrainConfig:
     # targets ("distribution sources")
     target: str = "hard"
     teacher: str | None = None         # LDG checkpoint (ldg-online / ldg-cached); "a,b,...": an ensemble (mean probabilities)
+    teacher_served: bool = False       # the teacher as it is served: each checkpoint (each ensemble member) with its
+                                       # stored post-hoc prior correction before the mean (default: raw probabilities)
     teacher_views: int = 1             # ldg-cached: average over this many augmented views (1 = clean view)
     teacher_min_acc: float | None = None  # refuse a teacher below this val accuracy (default: well above chance)
     temperature: float = 1.0

@@ -148,8 +148,10 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     paths = getattr(teacher, "checkpoint_paths", None) or [getattr(teacher, "checkpoint_path", "")]
     ident = [[p, _fingerprint(p) if p else ""] for p in paths]  # an ensemble: every member's file
     ident = ident[0] if len(ident) == 1 else ident               # one teacher: the key it always had
-    key = hashlib.sha1(json.dumps([*ident, data.key, cfg.teacher_views,
-                                   cfg.temperature, cfg.seed]).encode()).hexdigest()[:16]
+    parts = [*ident, data.key, cfg.teacher_views, cfg.temperature, cfg.seed]
+    if getattr(teacher, "shifts", None) is not None and bool(teacher.shifts.abs().sum() > 0):
+        parts.append(teacher.shifts.tolist())  # served members: their corrections (raw keeps the key it had)
+    key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab")) / "teacher"
     path = root / f"{key}.npy"
     if path.is_file():
@@ -322,7 +324,8 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     elif cfg.target == "ldg-online" and teacher is not None:
         teacher.eval()
     elif cfg.target in ("ldg-online", "ldg-cached"):
-        teacher = load_models(cfg.teacher, device=device)  # several checkpoints: their mean probabilities
+        # several checkpoints: their mean probabilities; teacher_served: each with its stored prior correction
+        teacher = load_models(cfg.teacher, device=device, served=cfg.teacher_served)
         teacher_loaded = True
         check_d = val_d if val_d is not None else train_d
         tmean, tstd = _teacher_mean_std(teacher)
