@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -274,12 +275,17 @@ class ProbabilityEnsemble(nn.Module):
         self.checkpoint_paths = [str(getattr(m, "checkpoint_path", "")) for m in members]
         # served=True: each member as it is served, i.e. with its own stored post-hoc prior correction
         # (softmax(log p - tau log prior)) before the mean; False: the members' raw probabilities
+        from .metrics import prior_shift
+
         shifts = []
         for m in members:
             pc = (m.meta.prior_correction or {}) if served else {}
             tau = float(pc.get("tau") or 0.0)
-            shifts.append(-tau * torch.log(torch.as_tensor(pc["prior"], dtype=torch.float32)) if tau
-                          else torch.zeros(len(first.meta.labels)))
+            shift = prior_shift(pc["prior"], tau) if tau else np.zeros(len(first.meta.labels))
+            if len(shift) != len(first.meta.labels):
+                raise CheckpointError(f"ensemble member {getattr(m, 'checkpoint_path', '?')}: its stored prior has "
+                                      f"{len(shift)} classes, its label map {len(first.meta.labels)}")
+            shifts.append(torch.as_tensor(shift, dtype=torch.float32))
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
 
     def forward(self, x):
@@ -300,9 +306,10 @@ def split_checkpoint_spec(spec) -> list[str]:
 def load_models(spec, *, device: str | torch.device = "cpu", served: bool = False) -> nn.Module:
     """One checkpoint (path or shipped name) -> :func:`load_model`; several (comma-separated or a
     list) -> a :class:`ProbabilityEnsemble` of them, in eval mode (``served``: each member with its
-    stored prior correction, as ``fer-lab eval`` scores an ensemble by default; one checkpoint
-    ``served`` is a one-member ensemble, i.e. that model with its correction inside ``forward``)."""
+    stored prior correction, as ``fer-lab eval`` scores an ensemble by default). One checkpoint is
+    returned as it is (its correction stays in ``meta``); ``ProbabilityEnsemble([m], served=True)``
+    puts it inside ``forward``."""
     paths = split_checkpoint_spec(spec)
-    if len(paths) == 1 and not served:
+    if len(paths) == 1:
         return load_model(paths[0], device=device)
     return ProbabilityEnsemble([load_model(p, device=device) for p in paths], served=served).to(device).eval()

@@ -10,6 +10,7 @@ __all__ = [
     "macro_f1",
     "paired_accuracy_test",
     "prior_adjust",
+    "prior_shift",
     "prior_adjust_sweep",
     "select_prior_tau",
     "fit_prior_correction_from_probs",
@@ -172,6 +173,16 @@ def seed_mean_difference(acc_a, acc_b, confidence: float = 0.95) -> dict:
             "ci": [diff - half, diff + half], "confidence": confidence, "df": df, "welch_p": p}
 
 
+def prior_shift(prior, tau: float) -> np.ndarray:
+    """The log-space offset ``-tau * log prior`` of :func:`prior_adjust` (prior normalised; every class
+    must have a positive prior).  Add it to log-probabilities or logits: one formula for the numpy
+    path here and the torch path of :class:`fer_lab.checkpoint.ProbabilityEnsemble`."""
+    q = np.asarray(_as_np(prior), dtype=np.float64).ravel()
+    if (q <= 0).any():
+        raise ValueError("every class needs a positive training prior (a class never seen cannot be re-weighted)")
+    return -float(tau) * np.log(q / q.sum())
+
+
 def prior_adjust(probs, prior, tau: float = 1.0) -> np.ndarray:
     """Post-hoc logit adjustment (Menon et al., ICLR 2021): ``softmax(log p - tau * log prior)``.
 
@@ -181,13 +192,10 @@ def prior_adjust(probs, prior, tau: float = 1.0) -> np.ndarray:
     correction for a uniform test prior.  ``prior``: class frequencies of the *training* set.
     """
     p = np.asarray(_as_np(probs), dtype=np.float64)
-    q = np.asarray(_as_np(prior), dtype=np.float64).ravel()
-    if p.ndim != 2 or p.shape[1] != len(q):
-        raise ValueError(f"probs {p.shape} and prior ({len(q)} classes) do not match")
-    if (q <= 0).any():
-        raise ValueError("every class needs a positive training prior (a class never seen cannot be re-weighted)")
-    q = q / q.sum()
-    lp = np.log(np.clip(p, 1e-12, 1.0)) - tau * np.log(q)
+    shift = prior_shift(prior, tau)
+    if p.ndim != 2 or p.shape[1] != len(shift):
+        raise ValueError(f"probs {p.shape} and prior ({len(shift)} classes) do not match")
+    lp = np.log(np.clip(p, 1e-12, 1.0)) + shift
     lp -= lp.max(1, keepdims=True)
     e = np.exp(lp)
     return e / e.sum(1, keepdims=True)

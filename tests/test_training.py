@@ -159,7 +159,7 @@ def test_ensemble_teacher_trains_a_student_on_the_members_mean_and_records_its_p
     assert load_model(tmp_path / "ens" / "model.safetensors").meta.train_config["provenance"]["init"]["sha1"] == sha[init]
 
 
-def test_served_teacher_distils_each_member_with_its_stored_prior_correction(tmp_path, tiny_data):
+def test_served_teacher_distils_each_member_with_its_stored_prior_correction(tmp_path, tiny_data, monkeypatch):
     """teacher_served=true: the cached targets are the mean of softmax(log p_i - tau_i log prior_i),
     each member with its own stored correction (a member without one stays raw), under a cache key of
     its own; one served checkpoint is that model with its correction."""
@@ -180,9 +180,14 @@ def test_served_teacher_distils_each_member_with_its_stored_prior_correction(tmp
     plain = cache_teacher_distributions(load_models(f"{a},{b}"), data, cfg, "cpu", cache_dir=tmp_path)
     np.testing.assert_allclose(plain, (raw[a] + raw[b]) / 2, atol=1e-5)
     assert np.abs(served - plain).max() > 0.05 and len(list((tmp_path / "teacher").glob("*.npy"))) == 2
-    one = load_models(str(a), served=True)
-    assert isinstance(one, ProbabilityEnsemble)
+    one = ProbabilityEnsemble([load_model(a)], served=True)   # what the trainer builds for one teacher
     np.testing.assert_allclose(predict_arrays(one, data.images, (0.5,) * 3, (0.25,) * 3),
+                               prior_adjust(raw[a], prior, 1.0), atol=1e-5)
+    # through the trainer: one served teacher's cached targets are its corrected distributions
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "run_cache"))
+    train(_cfg(tmp_path, "one", arch="cnn_tiny", target="ldg-cached", teacher=str(a), teacher_served=True,
+               teacher_min_acc=0.0), data=tiny_data)
+    np.testing.assert_allclose(np.load(next((tmp_path / "run_cache" / "teacher").glob("*.npy"))),
                                prior_adjust(raw[a], prior, 1.0), atol=1e-5)
 
 

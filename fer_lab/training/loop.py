@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
-from ..checkpoint import (CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, resolve_weights, save_model,
+from ..checkpoint import (CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, ProbabilityEnsemble, resolve_weights, save_model,
                           split_checkpoint_spec)
 from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
@@ -326,6 +326,8 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     elif cfg.target in ("ldg-online", "ldg-cached"):
         # several checkpoints: their mean probabilities; teacher_served: each with its stored prior correction
         teacher = load_models(cfg.teacher, device=device, served=cfg.teacher_served)
+        if cfg.teacher_served and not isinstance(teacher, ProbabilityEnsemble):  # one checkpoint, as served
+            teacher = ProbabilityEnsemble([teacher], served=True).to(device).eval()
         teacher_loaded = True
         check_d = val_d if val_d is not None else train_d
         tmean, tstd = _teacher_mean_std(teacher)
