@@ -9,7 +9,14 @@ SHARED = Path(os.environ.get("FER_LAB_SHARED", ROOT.parent / "shared"))
 REFERENCE = SHARED / "reference"
 FERPLUS = SHARED / "data" / "ferplus"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# pytest-xdist (the default run: addopts "-n 2"): the workers share the cores, so each takes its
+# share of torch threads (two 2-thread workers on 2 cores oversubscribe them; see one_thread), and
+# subprocesses / notebook kernels they start inherit one OpenMP thread
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1 and _THREADS == 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(scope="session", autouse=True)
