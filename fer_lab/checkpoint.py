@@ -253,9 +253,9 @@ class ProbabilityEnsemble(nn.Module):
 
     def __init__(self, members: list[nn.Module], served: bool = False):
         super().__init__()
-        least = 1 if served else 2  # one member as served: that model with its stored correction
-        if len(members) < least:
-            raise CheckpointError(f"an ensemble needs at least {'one checkpoint' if served else 'two checkpoints'}")
+        # one member as served: that model with its stored correction
+        if len(members) < (1 if served else 2):
+            raise CheckpointError("an ensemble needs at least " + ("one checkpoint" if served else "two checkpoints"))
         first = members[0]
         for m in members[1:]:
             name = getattr(m, "checkpoint_path", type(m).__name__)
