@@ -55,12 +55,13 @@ def wait_all(procs: dict, deadline: float | None):
     return codes
 
 
-def phase_runs(seeds, teacher=None, student_extra=()):
+def phase_runs(seeds, teacher=None, student_extra=(), ldg_extra=(), teacher_served=False):
+    """(name, overrides) of every run of phase A (teacher None) or phase B (students of `teacher`)."""
     runs = []
     se = list(student_extra)
     if teacher is None:
         for s in seeds[:1]:
-            runs.append((f"ldg_resnet50_hard_s{s}", ["arch=ldg_resnet50", "target=hard", f"seed={s}"]))
+            runs.append((f"ldg_resnet50_hard_s{s}", ["arch=ldg_resnet50", "target=hard", f"seed={s}", *ldg_extra]))
         for arch in STUDENTS:
             for target in ("hard", "crowd"):
                 for s in seeds:
@@ -69,11 +70,34 @@ def phase_runs(seeds, teacher=None, student_extra=()):
         for arch in STUDENTS:
             for s in seeds:
                 runs.append((run_name(arch, "ldg", s), [f"arch={arch}", "target=ldg-online", f"teacher={teacher}",
+                                                        *(["teacher_served=true"] if teacher_served else []),
                                                         f"seed={s}", *se]))
     return runs
 
 
-def main(argv=None):
+def check_overrides(seeds, common, student_extra=(), ldg_extra=(), teacher_served=False):
+    """Every run's full override list through the config parser before anything starts (a typo in a recipe
+    costs seconds here, not a GPU session)."""
+    from fer_lab.training import load_config
+
+    phases = phase_runs(seeds, None, student_extra, ldg_extra) + \
+        phase_runs(seeds, "teacher.safetensors", student_extra, ldg_extra, teacher_served)
+    for name, o in phases:
+        try:
+            load_config("ferplus", [*o, *common])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"run {name}: bad overrides {o}: {e}") from e
+    return [n for n, _ in phases]
+
+
+def selection_score(run: dict) -> float:
+    """How the seed to export is chosen: the validation mean of accuracy and balanced accuracy (plain accuracy
+    rewards learning FER+'s class prior; docs/results.md "Every class")."""
+    bal = run.get("val_balanced_acc")
+    return run["val_acc"] if bal is None else (run["val_acc"] + bal) / 2
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     ap.add_argument("--out", default="runs/ferplus_table")
@@ -84,16 +108,25 @@ def main(argv=None):
     ap.add_argument("--extra", nargs="*", default=[], help="extra key=value overrides for every run")
     ap.add_argument("--student-extra", nargs="*", default=[],
                     help="overrides for the student runs only (not the LDG), e.g. the class-imbalance recipe")
+    ap.add_argument("--ldg-extra", nargs="*", default=[], help="overrides for the LDG run only")
+    ap.add_argument("--teacher-served", action="store_true",
+                    help="phase-B students learn the LDG as served (with its stored prior correction)")
     ap.add_argument("--export", default=None, help="copy results + best weights here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     common = [f"root={args.root}", f"device={args.device}", "progress=false", *args.extra]
     t_start = time.time()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    check_overrides(args.seeds, [f"root={args.root}", "progress=false", *args.extra], args.student_extra,
+                    args.ldg_extra, args.teacher_served)
 
     # decode + cache every split once, before the concurrent runs start
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from fer_lab.data import build_cache, build_dataset
     from fer_lab.training import load_config
 
@@ -109,7 +142,7 @@ def main(argv=None):
         steps = 15
         probe = {n: launch(out / "probe", n, [*o, *common, "epochs=1", f"max_steps_per_epoch={steps}", "val_split=null",
                                                "test_split=null", "resume=false"], env, cmdlog)
-                 for n, o in phase_runs(args.seeds, student_extra=args.student_extra)}
+                 for n, o in phase_runs(args.seeds, student_extra=args.student_extra, ldg_extra=args.ldg_extra)}
         wait_all(probe, time.time() + 300)
         per_step = []
         for n in probe:
@@ -129,7 +162,8 @@ def main(argv=None):
 
     t_a = time.time()
     hard_deadline = t_start + args.budget_s + 90  # kill stragglers rather than lose everything to a timeout
-    procs = {n: launch(out, n, [*o, *common], env, cmdlog) for n, o in phase_runs(args.seeds, student_extra=args.student_extra)}
+    procs = {n: launch(out, n, [*o, *common], env, cmdlog)
+             for n, o in phase_runs(args.seeds, student_extra=args.student_extra, ldg_extra=args.ldg_extra)}
     codes = wait_all(procs, hard_deadline)
     print(f"phase A done in {time.time() - t_a:.0f}s: {codes}", flush=True)
     teacher = out / f"ldg_resnet50_hard_s{args.seeds[0]}" / "model.safetensors"
@@ -137,7 +171,7 @@ def main(argv=None):
     t_b = time.time()
     if teacher.is_file():
         procs = {n: launch(out, n, [*o, *common], env, cmdlog)
-                 for n, o in phase_runs(args.seeds, teacher, args.student_extra)}
+                 for n, o in phase_runs(args.seeds, teacher, args.student_extra, teacher_served=args.teacher_served)}
         codes = wait_all(procs, hard_deadline)
         print(f"phase B done in {time.time() - t_b:.0f}s: {codes}", flush=True)
     collect(out, args, epochs)
@@ -160,7 +194,8 @@ def collect(out: Path, args, epochs):
                       device="cuda" if args.device in ("auto", "cuda") and _cuda() else "cpu")
         arch, target, seed = name.rsplit("_", 2)
         rows[name] = {"arch": arch, "target": target, "seed": seed, "best_epoch": s["best_epoch"],
-                      "val_acc": s["val_selected"]["val"]["accuracy"], "test_acc": ev["accuracy"],
+                      "val_acc": s["val_selected"]["val"]["accuracy"],
+                      "val_balanced_acc": s["val_selected"]["val"].get("balanced_accuracy"), "test_acc": ev["accuracy"],
                       "test_acc_7class": ev.get("accuracy_7class_no_contempt"),
                       "test_balanced_acc": ev["balanced_accuracy"], "test_nll": ev["nll"], "test_ece": ev["ece"],
                       "best_on_test": (s.get("best_on_test_official_protocol") or {}).get("test_acc"),
@@ -178,7 +213,8 @@ def collect(out: Path, args, epochs):
                       "val_acc_mean": 100 * np.mean([r["val_acc"] for r in rs]),
                       "best_on_test_mean": 100 * np.mean([r["best_on_test"] or np.nan for r in rs]),
                       "ece_mean": np.mean([r["test_ece"] for r in rs]), "params": prof.params,
-                      "paper_mmacs_112": prof.paper_mmacs, "best_seed_by_val": max(rs, key=lambda r: r["val_acc"])["seed"]})
+                      "paper_mmacs_112": prof.paper_mmacs, "test_balanced_acc_mean": 100 * np.mean([r["test_balanced_acc"] for r in rs]),
+                      "best_seed_by_val": max(rs, key=selection_score)["seed"]})
     res = {"epochs": epochs, "runs": rows, "table": table}
     (out / "table.json").write_text(json.dumps(res, indent=2, default=float))
     print(json.dumps(table, indent=1, default=float), flush=True)

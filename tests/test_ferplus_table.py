@@ -1,0 +1,64 @@
+"""tools/ferplus_table.py and tools/device_ferplus.sh: the GPU session's recipe is checked here, on CPU, so that a
+typo or a stale switch costs a test failure and not the 15 minutes of a lent GPU."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from _helpers import load_tool
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = (ROOT / "tools" / "device_ferplus.sh").read_text()
+
+
+def _script_default(var: str) -> list[str]:
+    m = re.search(rf'^{var}=\$\{{{var}-"([^"]*)"\}}', SCRIPT, re.M)
+    assert m, f"{var} default not found in tools/device_ferplus.sh"
+    return shlex.split(m.group(1))
+
+
+def test_phase_runs_route_the_overrides_to_the_right_runs():
+    t = load_tool("ferplus_table")
+    a = dict(t.phase_runs([0, 1], None, ["balanced_sampling=true"], ["posthoc_prior=mean"]))
+    assert a["ldg_resnet50_hard_s0"] == ["arch=ldg_resnet50", "target=hard", "seed=0", "posthoc_prior=mean"]
+    assert "balanced_sampling=true" in a["efficientface_crowd_s1"]
+    assert "posthoc_prior=mean" not in a["efficientface_crowd_s1"]  # LDG-only switches stay with the LDG
+    assert len(a) == 1 + 2 * 2 * 2  # one LDG, {baseline, efficientface} x {hard, crowd} x 2 seeds
+    b = dict(t.phase_runs([0, 1], "ldg.safetensors", ["balanced_sampling=true"], teacher_served=True))
+    assert set(b) == {"baseline_ldg_s0", "baseline_ldg_s1", "efficientface_ldg_s0", "efficientface_ldg_s1"}
+    assert all("teacher_served=true" in o and "teacher=ldg.safetensors" in o for o in b.values())
+    plain = dict(t.phase_runs([0], "ldg.safetensors"))
+    assert not any("teacher_served=true" in o for o in plain.values())
+
+
+def test_device_script_recipe_is_v4s_and_parses():
+    """The defaults the GPU script passes are accepted by the config parser, for every run, and are the recipe of
+    the shipped EfficientFace v4 (balanced sampling, a served teacher, the 0.6-2.4 zoom, balanced selection)."""
+    t = load_tool("ferplus_table")
+    recipe, ldg = _script_default("RECIPE"), _script_default("LDG_RECIPE")
+    assert "balanced_sampling=true" in recipe and "select_on=balanced_accuracy" in recipe
+    assert "augment.scale=[0.6,2.4]" in recipe
+    assert not any(o.startswith("logit_adjust=") for o in recipe)  # sampling and logit adjustment correct twice
+    assert re.search(r"^SERVED=\$\{SERVED---teacher-served\}", SCRIPT, re.M)
+    names = t.check_overrides([0, 1, 2], ["root=/nowhere", "progress=false"], recipe, ldg, teacher_served=True)
+    assert len(names) == 13 + 6
+    args = t.build_parser().parse_args(["--root", "r", "--student-extra", *recipe, "--ldg-extra", *ldg,
+                                        "--teacher-served", "--export", "o"])
+    assert args.student_extra == recipe and args.ldg_extra == ldg and args.teacher_served
+
+
+def test_a_typo_in_the_recipe_fails_before_anything_runs():
+    t = load_tool("ferplus_table")
+    with pytest.raises(SystemExit, match="balanced_sampeling"):
+        t.check_overrides([0], ["root=/nowhere"], ["balanced_sampeling=true"])
+
+
+def test_exported_seed_is_chosen_on_accuracy_and_balance():
+    t = load_tool("ferplus_table")
+    prior_learner = {"val_acc": 0.78, "val_balanced_acc": 0.60}
+    balanced = {"val_acc": 0.76, "val_balanced_acc": 0.68}
+    assert max([prior_learner, balanced], key=t.selection_score) is balanced
+    assert t.selection_score({"val_acc": 0.7, "val_balanced_acc": None}) == 0.7  # summaries without it
