@@ -250,11 +250,11 @@ def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus
 
 
 def fit_prior_correction_from_probs(probs_val, labels_val, prior, criterion: str = "mean",
-                                    selected_on: str = "val") -> dict:
+                                    selected_on: str = "val", taus=PRIOR_TAUS) -> dict:
     """The ``ModelMeta.prior_correction`` record (tau, prior, criterion, selected_on, sweep) for
-    validation probabilities: :func:`select_prior_tau` plus what the checkpoint must remember."""
+    validation probabilities: :func:`select_prior_tau` (over ``taus``) plus what the checkpoint must remember."""
     q = np.asarray(_as_np(prior), dtype=np.float64).ravel()
-    tau, rows = select_prior_tau(probs_val, labels_val, q, criterion)
+    tau, rows = select_prior_tau(probs_val, labels_val, q, criterion, taus)
     return {"tau": tau, "prior": [round(float(v), 6) for v in q / q.sum()], "criterion": criterion,
             "selected_on": selected_on, "sweep": rows}
 

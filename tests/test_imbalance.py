@@ -224,6 +224,35 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
     assert "no images of" in capsys.readouterr().err
 
 
+def test_prior_sweep_on_a_chosen_grid_and_on_a_served_ensemble(plain, tmp_path, capsys):
+    """`fer-lab prior --taus` sweeps the grid it is given; on several checkpoints the sweep sits on top of their
+    ensemble as `fer-lab eval` serves it (a teacher's trade-off), and storing that is refused."""
+    from fer_lab.cli import main
+    from fer_lab.inference.evaluate import evaluate, fit_prior_correction, with_prior_correction
+
+    model, _ = plain
+    kw = {"n": 300, "size": SIZE, "ambiguity": 0.0, "class_probs": [1, 1, 1, 1, 1, 0.35, 1]}
+    ck = str(model.checkpoint_path)
+    one = fit_prior_correction(ck, "synthfer", split="valid", dataset_kwargs=kw, taus=(-0.1, 0.0, 0.1, 0.3))
+    assert [r["tau"] for r in one["sweep"]] == [-0.1, 0.0, 0.1, 0.3] and "members_served" not in one
+    assert model.meta.prior_correction["tau"] != 0  # the fixture stores one: the single sweep is on raw outputs
+    raw = evaluate(ck, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=False)
+    assert {r["tau"]: r for r in one["sweep"]}[0.0]["accuracy"] == pytest.approx(raw["accuracy"])
+    ens = fit_prior_correction(f"{ck},{ck}", "synthfer", split="valid", dataset_kwargs=kw, taus=(0.0, 0.5))
+    served = evaluate(ck, "synthfer", split="valid", dataset_kwargs=kw)
+    assert ens["members_served"] is True
+    at0 = {r["tau"]: r for r in ens["sweep"]}[0.0]
+    assert at0["accuracy"] == pytest.approx(served["accuracy"])
+    assert at0["balanced_accuracy"] == pytest.approx(served["balanced_accuracy"])
+    with pytest.raises(ValueError, match="several checkpoints"):
+        with_prior_correction(f"{ck},{ck}", ens, tmp_path / "x.safetensors")
+    assert main(["prior", "--weights", f"{ck},{ck}", "--dataset", "synthfer", "--out", str(tmp_path / "y")]) == 1
+    assert "one checkpoint" in capsys.readouterr().err and not (tmp_path / "y").exists()
+    with pytest.raises(SystemExit):
+        main(["prior", "--weights", ck, "--dataset", "synthfer", "--taus", "0,abc"])
+    assert "comma-separated numbers" in capsys.readouterr().err
+
+
 def test_predict_json_applies_and_reports_the_shipped_correction(capsys):
     """`fer-lab predict` applies the shipped model's stored correction by default and says so in
     its JSON; --no-prior-correction gives the raw probabilities it was computed from."""

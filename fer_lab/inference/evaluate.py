@@ -3,24 +3,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checkpoint import load_model, load_models
+from ..checkpoint import load_model, load_models, split_checkpoint_spec
 from ..metrics import classification_metrics, soft_cross_entropy
 
 __all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
 
 
 def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "valid", train_split: str = "train",
-                         criterion: str = "mean", device: str = "cpu", dataset_kwargs: dict | None = None) -> dict:
+                         criterion: str = "mean", device: str = "cpu", dataset_kwargs: dict | None = None,
+                         taus=None) -> dict:
     """Choose a checkpoint's post-hoc prior correction on a validation split.
 
     The prior is the ``train_split``'s label frequencies (what the model learned); ``tau`` is picked
-    by :func:`fer_lab.metrics.select_prior_tau` on the raw probabilities of ``split``.  Returns the
-    ``ModelMeta.prior_correction`` dict (tau, prior, criterion, selected_on, the sweep).
+    by :func:`fer_lab.metrics.select_prior_tau` over ``taus`` (default ``fer_lab.metrics.PRIOR_TAUS``) on the
+    raw probabilities of ``split``.  Returns the ``ModelMeta.prior_correction`` dict (tau, prior, criterion,
+    selected_on, the sweep).  Several checkpoints (``"a,b"``): the sweep is on top of their ensemble as
+    ``fer-lab eval`` serves it (each member with its own stored correction; ``"members_served": True`` in the
+    record): the accuracy / balanced-accuracy trade-off of a teacher, not a record to store.
     """
     from ..data import build_dataset
-    from ..metrics import fit_prior_correction_from_probs
+    from ..metrics import PRIOR_TAUS, fit_prior_correction_from_probs
 
-    model = load_model(weights)
+    model = load_models(weights)
+    ensemble = len(split_checkpoint_spec(weights)) > 1
     train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
     model.meta.label_map.check_compatible(train.label_map, f"checkpoint {weights}", f"dataset {dataset}/{train_split}")
     counts = train.class_counts()
@@ -29,14 +34,18 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
         raise ValueError(f"{dataset}/{train_split} has no images of {[k for k, c in counts.items() if not c]}: "
                          "cannot estimate the prior the model learned")
     res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
-                   return_probs=True, prior_correction=False)
-    return fit_prior_correction_from_probs(res["probs"], res["targets"], prior, criterion, f"{dataset}/{split}")
+                   return_probs=True, prior_correction=ensemble)
+    pc = fit_prior_correction_from_probs(res["probs"], res["targets"], prior, criterion, f"{dataset}/{split}",
+                                         PRIOR_TAUS if taus is None else tuple(float(t) for t in taus))
+    return {**pc, "members_served": True} if ensemble else pc
 
 
 def with_prior_correction(weights, prior_correction: dict, out):
     """Write ``weights`` again to ``out`` with ``prior_correction`` in its metadata (``{}`` removes it)."""
     from ..checkpoint import save_model
 
+    if len(split_checkpoint_spec(weights)) > 1:
+        raise ValueError(f"{weights!r} is several checkpoints: a prior correction is stored in one checkpoint")
     model = load_model(weights)
     meta = model.meta
     meta.prior_correction = dict(prior_correction)
