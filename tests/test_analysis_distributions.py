@@ -206,3 +206,45 @@ def test_png_export_through_local_chrome(tmp_path):
     out = tmp_path / "bar.png"
     viz.save_png(fig, out, width=300, height=200)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_export_retries_only_kaleidos_page_race(tmp_path, monkeypatch):
+    """kaleido's "kaleido_scopes is not defined" (its render call before its page script, on a busy machine) is
+    retried with a fresh page; any other export error surfaces at once."""
+    from fer_lab.analysis import viz
+
+    class JavascriptError(RuntimeError):  # kaleido._kaleido_tab._errors.JavascriptError, matched by name
+        pass
+
+    monkeypatch.setattr(viz, "find_chrome", lambda: "/bin/true")
+    fig = viz.distribution_bar([0.1, 0.9], ["neutral", "happiness"])
+    calls = []
+
+    def flaky(path, **kw):
+        calls.append(path)
+        if len(calls) < 3:
+            raise JavascriptError("ReferenceError: kaleido_scopes is not defined")
+        open(path, "wb").write(b"png")
+
+    monkeypatch.setattr(type(fig), "write_image", lambda self, path, **kw: flaky(path, **kw))
+    assert viz.save_png(fig, tmp_path / "a.png") == tmp_path / "a.png" and len(calls) == 3
+    calls.clear()
+
+    def always(path, **kw):
+        calls.append(path)
+        raise JavascriptError("ReferenceError: kaleido_scopes is not defined")
+
+    monkeypatch.setattr(type(fig), "write_image", lambda self, path, **kw: always(path, **kw))
+    with pytest.raises(JavascriptError):
+        viz.save_png(fig, tmp_path / "b.png")
+    assert len(calls) == 3  # bounded
+    calls.clear()
+
+    def other(path, **kw):
+        calls.append(path)
+        raise JavascriptError("TypeError: layout is broken")
+
+    monkeypatch.setattr(type(fig), "write_image", lambda self, path, **kw: other(path, **kw))
+    with pytest.raises(JavascriptError, match="layout"):
+        viz.save_png(fig, tmp_path / "c.png")
+    assert len(calls) == 1  # a real error is not retried
