@@ -317,6 +317,9 @@ def find_chrome() -> str | None:
     return None
 
 
+_PNG_ATTEMPTS = 3  # save_png's tries when kaleido loses its page race
+
+
 def save_png(fig: go.Figure, path, width: int | None = None, height: int | None = None, scale: float = 1.0):
     """Write a PNG through kaleido with a local Chrome; RuntimeError (clear) if none is installed."""
     chrome = find_chrome()
@@ -324,17 +327,13 @@ def save_png(fig: go.Figure, path, width: int | None = None, height: int | None 
         raise RuntimeError("no Chrome/Chromium found for kaleido; install one (e.g. apt install chromium) "
                            "or set BROWSER_PATH -- fer_lab never downloads a browser")
     os.environ.setdefault("BROWSER_PATH", chrome)
-    for attempt in range(_PNG_ATTEMPTS):
+    for attempt in range(1, _PNG_ATTEMPTS + 1):
         try:
             fig.write_image(str(path), format="png", width=width, height=height, scale=scale)
             return path
-        except Exception as e:  # noqa: BLE001 - only kaleido's page race is retried, everything else re-raised
+        except Exception as e:  # only kaleido's page race is retried; everything else is re-raised
             # kaleido 1.x can run its render call before its own page script has loaded when the machine is
             # busy ("ReferenceError: kaleido_scopes is not defined", seen with two trainings on two cores):
             # a fresh attempt loads a fresh page
-            if type(e).__name__ != "JavascriptError" or "kaleido_scopes" not in str(e) or attempt + 1 == _PNG_ATTEMPTS:
+            if type(e).__name__ != "JavascriptError" or "kaleido_scopes" not in str(e) or attempt == _PNG_ATTEMPTS:
                 raise
-    return path
-
-
-_PNG_ATTEMPTS = 3
