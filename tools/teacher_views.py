@@ -15,29 +15,22 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 
 def view_consistency(teacher, data, augment, views: int = 2, seed: int = 0, batch_size: int = 256) -> list[dict]:
     """Rows for the clean crop and ``views`` augmented views (seeded; ``augment`` an ``AugmentConfig``)."""
-    from fer_lab.data.sampler import batch_generator
     from fer_lab.engine import run_batches, run_model
     from fer_lab.metrics import classification_metrics
-    from fer_lab.training.augment import augment_batch, sample_params
+    from fer_lab.training.loop import augmented_views
 
     mean, std = tuple(teacher.meta.mean), tuple(teacher.meta.std)
-    y, n = np.asarray(data.labels), len(data.labels)
+    y = np.asarray(data.labels)
     clean = run_model(teacher, data.images, batch_size=batch_size, mean=mean, std=std)
-
-    def batches(v):
-        for i in range(0, n, batch_size):
-            j = min(n, i + batch_size)
-            xb = torch.from_numpy(np.array(data.images[i:j]))
-            yield augment_batch(xb, sample_params(j - i, augment, batch_generator(seed + 7919 * v, 0, i)), mean, std)
 
     rows = []
     for v in range(views + 1):
-        p = clean if v == 0 else run_batches(teacher, batches(v))
+        p = clean if v == 0 else run_batches(teacher, augmented_views(data.images, augment, mean, std, seed=seed,
+                                                                      view=v, batch_size=batch_size))
         m = classification_metrics(p, y)
         rows.append({"view": "clean" if v == 0 else f"augmented {v}", "accuracy": m["accuracy"],
                      "balanced_accuracy": m["balanced_accuracy"],
@@ -47,8 +40,8 @@ def view_consistency(teacher, data, augment, views: int = 2, seed: int = 0, batc
 
 
 def main(argv=None):
-    from fer_lab.checkpoint import load_models
     from fer_lab.training import load_config, load_split
+    from fer_lab.training.loop import load_teacher
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("preset")
@@ -60,7 +53,7 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true")
     args = ap.parse_intermixed_args(argv)  # overrides may come after the options
     cfg = load_config(args.preset, args.overrides)
-    teacher = load_models(args.teacher, served=args.served)
+    teacher = load_teacher(args.teacher, served=args.served)  # as fer-lab train's teacher= / teacher_served=
     rows = view_consistency(teacher, load_split(cfg, args.split), cfg.augment, args.views, cfg.seed)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -137,6 +137,26 @@ def _teacher_mean_std(teacher):
     return tuple(teacher.meta.mean), tuple(teacher.meta.std)
 
 
+def augmented_views(images, augment, mean, std, *, seed: int, view: int, lo: int = 0, hi: int | None = None,
+                    batch_size: int = 256, device=None):
+    """Normalised batches of augmented view ``view`` of ``images[lo:hi]``: each chunk's augmentation is seeded by
+    (seed, view, chunk start), so a view is the same whoever draws it (the LDG cache, tools/teacher_views.py)."""
+    hi = len(images) if hi is None else hi
+    for i in range(lo, hi, batch_size):
+        j = min(hi, i + batch_size)
+        xb = torch.from_numpy(np.array(images[i:j])).to(device)  # copy: memmap slices are read-only
+        yield augment_batch(xb, sample_params(j - i, augment, batch_generator(seed + 7919 * view, 0, i)), mean, std)
+
+
+def load_teacher(spec, device="cpu", served: bool = False) -> nn.Module:
+    """The LDG of ``teacher=``: one checkpoint, or several as the mean of their probabilities; ``served``: each
+    with its stored prior correction applied in ``forward`` (one checkpoint too)."""
+    teacher = load_models(spec, device=device, served=served)
+    if served and not isinstance(teacher, ProbabilityEnsemble):  # one checkpoint, as served
+        teacher = ProbabilityEnsemble([teacher], served=True).to(device).eval()
+    return teacher
+
+
 def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainConfig, device,
                                 info: DistInfo = DistInfo(), cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """LDG distributions for every training image, computed once (sharded over ranks) and stored.
@@ -164,19 +184,14 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     lo, hi = info.rank * per, min(n, (info.rank + 1) * per)
     bs = cfg.eval_batch_size
 
-    def augmented(v: int):  # view v of every chunk; its augmentation is seeded by (view, chunk start)
-        for i in range(lo, hi, bs):
-            j = min(hi, i + bs)
-            xb = torch.from_numpy(np.array(data.images[i:j])).to(device)  # copy: memmap slices are read-only
-            yield augment_batch(xb, sample_params(j - i, cfg.augment, batch_generator(cfg.seed + 7919 * v, 0, i)),
-                                mean, std)
-
     out = np.zeros((per, len(data.label_map)), np.float32)
     if hi > lo:
         acc = run_model(teacher, data.images[lo:hi], batch_size=bs, device=device, temperature=cfg.temperature,
                         mean=mean, std=std)
         for v in range(1, cfg.teacher_views):
-            acc = acc + run_batches(teacher, augmented(v), device=device, temperature=cfg.temperature)
+            views = augmented_views(data.images, cfg.augment, mean, std, seed=cfg.seed, view=v, lo=lo, hi=hi,
+                                    batch_size=bs, device=device)
+            acc = acc + run_batches(teacher, views, device=device, temperature=cfg.temperature)
         out[:hi - lo] = acc / cfg.teacher_views
     full = all_gather_cat(torch.from_numpy(out), info).numpy()[:n]
     if info.is_main:
@@ -325,9 +340,7 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
         teacher.eval()
     elif cfg.target in ("ldg-online", "ldg-cached"):
         # several checkpoints: their mean probabilities; teacher_served: each with its stored prior correction
-        teacher = load_models(cfg.teacher, device=device, served=cfg.teacher_served)
-        if cfg.teacher_served and not isinstance(teacher, ProbabilityEnsemble):  # one checkpoint, as served
-            teacher = ProbabilityEnsemble([teacher], served=True).to(device).eval()
+        teacher = load_teacher(cfg.teacher, device=device, served=cfg.teacher_served)
         teacher_loaded = True
         check_d = val_d if val_d is not None else train_d
         tmean, tstd = _teacher_mean_std(teacher)
