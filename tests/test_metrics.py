@@ -214,3 +214,89 @@ def test_prior_adjust_sweep_selects_on_validation_only():
     yt_flip = 1 - yt
     r2 = prior_adjust_sweep(pv, yv, pt, yt_flip, prior, taus=(0, 0.5, 1.0))
     assert r2["selected_tau"] == 1.0
+
+
+def test_bootstrap_interval_has_the_binomial_width_and_is_wider_for_a_rare_class():
+    """One model's sampling noise on one evaluation set: the accuracy interval is about
+    +-1.96 sqrt(p(1-p)/n) around the observed accuracy; a class with few images gets a wide recall
+    interval (what FER2013's 21-26 contempt images do to balanced accuracy); an absent class gets None."""
+    from fer_lab.metrics import bootstrap_interval, classification_metrics
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = np.where(rng.random(n) < 0.01, 2, rng.integers(0, 2, n))          # class 2: ~30 images
+    preds = np.where(rng.random(n) < 0.75, y, (y + 1) % 3)
+    r = bootstrap_interval(y, preds, num_classes=4)
+    acc = float((preds == y).mean())
+    half = 1.96 * np.sqrt(acc * (1 - acc) / n)
+    lo, hi = r["accuracy"]
+    assert lo < acc < hi and (hi - lo) == pytest.approx(2 * half, rel=0.15)
+    probs = np.eye(4)[preds]
+    bal = classification_metrics(probs, y)["balanced_accuracy"]
+    assert r["balanced_accuracy"][0] < bal < r["balanced_accuracy"][1]
+    widths = [h - l for l, h in r["per_class_recall"][:3]]
+    assert widths[2] > 3 * max(widths[:2])                                # rare class: far noisier
+    assert r["per_class_recall"][3] is None                               # no image of class 3
+    assert bootstrap_interval(y, preds, num_classes=4) == r               # seeded: reproducible
+    with pytest.raises(ValueError, match="lengths"):
+        bootstrap_interval(y, preds[:5])
+
+
+def test_paired_balanced_difference_sees_a_gap_on_a_rare_class_that_accuracy_hides():
+    """A and B agree except on a rare class that only A reads: the accuracy difference is small and
+    its interval is narrow, but the balanced-accuracy difference (the number the shipped models are
+    selected on) is large, equals the difference of classification_metrics' balanced accuracies, and
+    its paired interval excludes 0."""
+    from fer_lab.metrics import classification_metrics
+
+    rng = np.random.default_rng(6)
+    n = 2000
+    y = np.where(rng.random(n) < 0.02, 3, rng.integers(0, 3, n))
+    base = np.where(rng.random(n) < 0.8, y, (y + 1) % 3)
+    a = np.where(y == 3, 3, base)                 # A reads the rare class
+    b = np.where(y == 3, 0, base)                 # B calls it class 0
+    r = paired_accuracy_test(y, a, b)
+    bal = [classification_metrics(np.eye(4)[p], y)["balanced_accuracy"] for p in (a, b)]
+    assert r["bal_a"] == pytest.approx(bal[0]) and r["bal_b"] == pytest.approx(bal[1])
+    assert r["balanced_diff"] == pytest.approx(bal[0] - bal[1]) and r["balanced_diff"] > 0.2
+    assert r["diff"] < 0.03 and r["balanced_ci95"][0] > 0.15
+    assert r["balanced_ci95"][0] <= r["balanced_diff"] <= r["balanced_ci95"][1]
+    same = paired_accuracy_test(y, a, a)
+    assert same["balanced_diff"] == 0 and same["balanced_ci95"] == [0.0, 0.0]
+
+
+def test_eval_ci_reports_bootstrap_intervals_and_compare_reports_the_balanced_difference(tmp_path, capsys):
+    from fer_lab.cli import main
+    from _fixtures import write_ferplus_folders
+    from fer_lab.metrics import bootstrap_interval
+
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=32, grayscale=True,
+                         crop={"recipe": "none"})
+        paths.append(str(save_model(create_model("baseline", num_classes=8), tmp_path / f"m{seed}.safetensors", meta)))
+    common = ["--dataset", "ferplus", "--root", str(root), "--split", "test"]
+    assert main(["eval", "--weights", paths[0], "--ci", "500", *common, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert "probs" not in res and "targets" not in res
+    ci = res["ci95"]
+    assert ci["n_boot"] == 500 and len(ci["per_class_recall"]) == 8
+    assert ci["accuracy"][0] <= res["accuracy"] <= ci["accuracy"][1]
+    assert ci["balanced_accuracy"][0] <= res["balanced_accuracy"] <= ci["balanced_accuracy"][1]
+    from fer_lab.inference.evaluate import evaluate
+    ev = evaluate(paths[0], "ferplus", root, "test", return_probs=True)
+    assert ci == bootstrap_interval(ev["targets"], ev["probs"].argmax(1), num_classes=8, n_boot=500)
+    assert main(["eval", "--weights", paths[0], "--ci", *common]) == 0
+    out = capsys.readouterr().out
+    assert "95% CI" in out and "bootstrap 95% CI" in out
+    rc = main(["eval", "--weights", paths[0], "--ci", "10", *common])
+    assert rc != 0 and "at least 100" in capsys.readouterr().err
+    assert main(["eval", "--weights", paths[0], "--compare", paths[1], *common, "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["compare"]
+    assert c["bal_a"] == pytest.approx(res["balanced_accuracy"])
+    assert c["balanced_accuracy"] == pytest.approx(c["bal_b"])
+    assert c["balanced_ci95"][0] <= c["balanced_diff"] <= c["balanced_ci95"][1]
+    assert main(["eval", "--weights", paths[0], "--compare", paths[1], *common]) == 0
+    assert "balanced accuracy" in capsys.readouterr().out
