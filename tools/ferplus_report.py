@@ -10,7 +10,8 @@ and ECE, with the checkpoint's stored post-hoc prior correction (what ``fer-lab 
 app apply) and without it; then test accuracy under the framing / photometric conditions of
 ``fer_lab.analysis.robustness.FRAMING_CONDITIONS`` and the drop from clean (``--framing-split valid``:
 on FER2013Valid, to choose between checkpoints without looking at test; ``--framing-only``: just that
-table).  ``--png-dir`` also writes a row-normalised confusion heat map per checkpoint (needs kaleido +
+table; ``--rule MIN_MEAN MIN_FRAMING``: only what a pre-registered shipping rule compares, on
+FER2013Valid, and its verdict).  ``--png-dir`` also writes a row-normalised confusion heat map per checkpoint (needs kaleido +
 Chromium).  Prints markdown.
 """
 from __future__ import annotations
@@ -21,6 +22,60 @@ from pathlib import Path
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
+
+
+def rule_scores(weights, root: str) -> dict:
+    """What the shipping rules of docs/results.md compare, on FER2013Valid only, as served (with the
+    checkpoint's stored prior correction): accuracy, balanced accuracy and their mean; accuracy under the
+    tight (0.8) and loose (0.2) crops and their mean. Percent."""
+    from fer_lab import load_model
+    from fer_lab.analysis.robustness import perturb
+    from fer_lab.data import build_cache, build_dataset
+    from fer_lab.metrics import apply_prior_correction, classification_metrics
+    from fer_lab.training.loop import predict_arrays
+
+    model = load_model(weights)
+    meta = model.meta
+    ds = build_dataset("ferplus", root, "valid", num_classes=meta.num_classes)
+    cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("train_recipe", "none"), grayscale=meta.grayscale)
+
+    def score(imgs):
+        p = apply_prior_correction(predict_arrays(model, imgs, meta.mean, meta.std), meta.prior_correction)
+        return classification_metrics(p, cache.labels)
+
+    clean = score(cache.images)
+    tight = score(perturb(cache.images, "tight_crop", 0.8))["accuracy"]
+    loose = score(perturb(cache.images, "loose_crop", 0.2))["accuracy"]
+    acc, bal = clean["accuracy"], clean["balanced_accuracy"]
+    return {"weights": str(weights), "tau": float((meta.prior_correction or {}).get("tau", 0.0)),
+            "accuracy": 100 * acc, "balanced": 100 * bal, "mean": 100 * (acc + bal) / 2,
+            "tight": 100 * tight, "loose": 100 * loose, "framing_mean": 100 * (tight + loose) / 2}
+
+
+def apply_rule(scores: list[dict], min_mean: float, min_framing: float) -> dict:
+    """The pre-registered form "ship the candidate with the higher validation mean if that mean is
+    >= min_mean and its framing mean is >= min_framing": the chosen candidate, whether it ships, why."""
+    best = max(scores, key=lambda r: r["mean"])
+    fails = []
+    if best["mean"] < min_mean:
+        fails.append(f"validation mean {best['mean']:.2f} < {min_mean:g}")
+    if best["framing_mean"] < min_framing:
+        fails.append(f"framing mean {best['framing_mean']:.2f} < {min_framing:g}")
+    return {"chosen": best["weights"], "ship": not fails,
+            "why": "; ".join(fails) or f"validation mean {best['mean']:.2f} >= {min_mean:g} and framing mean "
+                                           f"{best['framing_mean']:.2f} >= {min_framing:g}"}
+
+
+def print_rule(scores: list[dict], min_mean: float, min_framing: float) -> dict:
+    print("| weights | τ | accuracy | balanced | mean | tight 0.8 | loose 0.2 | framing mean |   (FER2013Valid, as served)")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in scores:
+        print(f"| {r['weights']} | {r['tau']:g} | {r['accuracy']:.2f} | {r['balanced']:.2f} | {r['mean']:.2f} | "
+              f"{r['tight']:.2f} | {r['loose']:.2f} | {r['framing_mean']:.2f} |")
+    verdict = apply_rule(scores, min_mean, min_framing)
+    print(f"\nrule (mean >= {min_mean:g}, framing mean >= {min_framing:g}): "
+          f"{'SHIP' if verdict['ship'] else 'do not ship'} {verdict['chosen']}: {verdict['why']}")
+    return verdict
 
 
 def main(argv=None):
@@ -38,7 +93,13 @@ def main(argv=None):
     ap.add_argument("--framing-split", default="test", choices=["valid", "test"],
                     help="split of the framing / photometric table (valid: to choose between checkpoints)")
     ap.add_argument("--framing-only", action="store_true", help="only the framing table")
+    ap.add_argument("--rule", nargs=2, type=float, metavar=("MIN_MEAN", "MIN_FRAMING"),
+                    help="apply a pre-registered shipping rule on FER2013Valid only (no test number is computed): "
+                         "the candidate with the higher mean of accuracy and balanced accuracy as served ships if "
+                         "that mean >= MIN_MEAN and its tight/loose-crop accuracy mean >= MIN_FRAMING")
     args = ap.parse_args(argv)
+    if args.rule:
+        return print_rule([rule_scores(w, args.root) for w in args.weights], *args.rule)
 
     rows, framing, names = [], [], None
     for w in args.weights:

@@ -1,0 +1,53 @@
+"""tools/ferplus_report.py --rule: what a pre-registered shipping rule of docs/results.md compares
+(FER2013Valid only, as served) and its verdict."""
+import shutil
+
+import pytest
+import torch
+
+from _fixtures import write_ferplus_folders
+from _helpers import load_tool
+
+from fer_lab import canonical, create_model
+from fer_lab.checkpoint import ModelMeta, save_model
+
+
+def _model(tmp_path, seed, tau=0.0):
+    torch.manual_seed(seed)
+    meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=32, grayscale=True,
+                     crop={"recipe": "none"},
+                     prior_correction={"tau": tau, "prior": [0.3 / 7] * 4 + [0.7] + [0.3 / 7] * 3} if tau else None)
+    return str(save_model(create_model("baseline", num_classes=8), tmp_path / f"m{seed}.safetensors", meta))
+
+
+def test_rule_scores_are_the_served_validation_numbers_and_never_touch_test(tmp_path, capsys):
+    from fer_lab.inference.evaluate import evaluate
+
+    report = load_tool("ferplus_report")
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=4)
+    a, b = _model(tmp_path, 0, tau=1.0), _model(tmp_path, 1)
+    ref, raw = evaluate(a, "ferplus", root, "valid"), evaluate(a, "ferplus", root, "valid", prior_correction=False)
+    assert ref["prior_correction"]["tau"] == 1.0 and ref["confusion"] != raw["confusion"]
+    shutil.rmtree(root / "FER2013Test")          # the rule must decide without the test split
+    r = report.rule_scores(a, str(root))
+    assert r["accuracy"] == pytest.approx(100 * ref["accuracy"])
+    assert r["balanced"] == pytest.approx(100 * ref["balanced_accuracy"])
+    assert r["mean"] == pytest.approx((r["accuracy"] + r["balanced"]) / 2)
+    assert r["framing_mean"] == pytest.approx((r["tight"] + r["loose"]) / 2)
+    verdict = report.main(["--root", str(root), "--weights", a, b, "--rule", "0", "0"])
+    out = capsys.readouterr().out
+    assert verdict["ship"] and "SHIP" in out and out.count(".safetensors |") == 2
+    assert report.main(["--root", str(root), "--weights", a, "--rule", "101", "0"])["ship"] is False
+
+
+def test_apply_rule_picks_the_higher_mean_and_needs_both_bars():
+    rule = load_tool("ferplus_report").apply_rule
+    s0 = {"weights": "s0", "mean": 72.5, "framing_mean": 71.0}
+    s1 = {"weights": "s1", "mean": 72.4, "framing_mean": 73.0}
+    v = rule([s0, s1], 72.36, 71.25)
+    # the better-on-mean seed is chosen even though the other would pass: its framing fails the rule
+    assert v["chosen"] == "s0" and not v["ship"] and "framing mean 71.00 < 71.25" in v["why"]
+    v = rule([s0, s1], 72.36, 70.0)
+    assert v["chosen"] == "s0" and v["ship"] and "validation mean 72.50 >= 72.36" in v["why"]
+    v = rule([s1], 72.5, 70.0)
+    assert not v["ship"] and "validation mean 72.40 < 72.5" in v["why"]
