@@ -74,6 +74,39 @@ def teacher_path(tmp_path_factory, tiny_data):
     return out / "ldg" / "model.safetensors"
 
 
+def test_ldg_online_teacher_scores_the_student_batch_in_its_own_normalisation(tmp_path, tiny_data, teacher_path,
+                                                                               monkeypatch):
+    """A student trained under other mean/std than its online teacher: the teacher gets the student's augmented
+    batch renormalised with the teacher's statistics (pixel for pixel the same view), not the student's tensor."""
+    import fer_lab.training.loop as loop
+
+    t = load_model(teacher_path)
+    tm, ts = (torch.tensor(v).view(1, -1, 1, 1) for v in (t.meta.mean, t.meta.std))
+    calls, fed = [], []
+    real_input, real_dist = loop.teacher_input, loop.teacher_distribution
+
+    def spy_input(x, mean, std, teacher):
+        out = real_input(x, mean, std, teacher)
+        calls.append((x.detach().clone(), tuple(mean), tuple(std), out.detach().clone()))
+        return out
+
+    def spy_dist(teacher, x, temperature=1.0):
+        fed.append(x.detach().clone())
+        return real_dist(teacher, x, temperature)
+
+    monkeypatch.setattr(loop, "teacher_input", spy_input)
+    monkeypatch.setattr(loop, "teacher_distribution", spy_dist)
+    train(_cfg(tmp_path, "norm", target="ldg-online", teacher=str(teacher_path), teacher_min_acc=0.0,
+               mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]), data=tiny_data)
+    assert len(calls) == 2 and len(fed) == 2                      # one per training step
+    for (x, mean, std, out), got in zip(calls, fed):
+        assert mean == (0.0, 0.0, 0.0) and std == (1.0, 1.0, 1.0)  # the student's own statistics
+        assert torch.allclose(out, (x - tm) / ts, atol=1e-5)       # the same pixels, the teacher's normalisation
+        assert torch.equal(got, out) and not torch.allclose(got, x)
+    same = torch.rand(2, 3, 4, 4)
+    assert real_input(same, t.meta.mean, t.meta.std, t) is same     # matching statistics: untouched
+
+
 @pytest.mark.parametrize("target", ["hard", "crowd", "true", "smooth", "ldg-online", "ldg-cached"])
 def test_every_source_trains_and_exports(tmp_path, tiny_data, teacher_path, target, monkeypatch):
     monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))

@@ -137,6 +137,19 @@ def _teacher_mean_std(teacher):
     return tuple(teacher.meta.mean), tuple(teacher.meta.std)
 
 
+def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
+    """The student's batch ``x`` (normalised with ``mean``/``std``) renormalised with the teacher's own
+    statistics, so an ``ldg-online`` teacher scores the same augmented pixels as the student, normalised
+    the way it was trained (a teacher trained under another preset otherwise sees shifted inputs
+    silently).  The teacher runs at the student's resolution, as for ``ldg-cached``."""
+    tmean, tstd = _teacher_mean_std(teacher)
+    if tuple(map(float, tmean)) == tuple(map(float, mean)) and tuple(map(float, tstd)) == tuple(map(float, std)):
+        return x
+    sm, ss, tm, ts = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                      for v in (mean, std, tmean, tstd))
+    return (x * ss + sm - tm) / ts
+
+
 def augmented_views(images, augment, mean, std, *, seed: int, view: int, lo: int = 0, hi: int | None = None,
                     batch_size: int = 256, device=None):
     """Normalised batches of augmented view ``view`` of ``images[lo:hi]``: each chunk's augmentation is seeded by
@@ -504,7 +517,8 @@ def train_one_epoch(run: Run, epoch: int, max_steps: int | None = None) -> dict:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and run.cuda):
             logits = run.ddp_model(x)
             if cfg.target == "ldg-online":
-                q = teacher_distribution(run.teacher, x, cfg.temperature)  # the SAME augmented batch
+                # the SAME augmented batch, in the teacher's normalisation
+                q = teacher_distribution(run.teacher, teacher_input(x, run.mean, run.std, run.teacher), cfg.temperature)
         logits = logits.float()
         if cfg.target != "ldg-online":
             q = _stored_target(run, idx, yb)
