@@ -47,10 +47,9 @@ def test_bootstrap_interval_shrinks_with_n_and_excludes_zero_for_a_clear_gap():
         paired_accuracy_test(y, a[:10], b)
 
 
-def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys):
-    from fer_lab.cli import main
+def _ferplus_and_two_checkpoints(tmp_path):
+    """A FER+-layout folder of generated faces and two untrained 8-class baselines (seeds 0, 1)."""
     from _fixtures import write_ferplus_folders
-    from fer_lab.inference.evaluate import evaluate
 
     root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
     paths = []
@@ -59,6 +58,14 @@ def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys)
         meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=32, grayscale=True,
                          crop={"recipe": "none"})
         paths.append(str(save_model(create_model("baseline", num_classes=8), tmp_path / f"m{seed}.safetensors", meta)))
+    return root, paths
+
+
+def test_eval_compare_pairs_two_checkpoints_on_the_same_images(tmp_path, capsys):
+    from fer_lab.cli import main
+    from fer_lab.inference.evaluate import evaluate
+
+    root, paths = _ferplus_and_two_checkpoints(tmp_path)
     assert main(["eval", "--weights", paths[0], "--compare", paths[1], "--dataset", "ferplus", "--root", str(root),
                  "--split", "test", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
@@ -267,16 +274,9 @@ def test_paired_balanced_difference_sees_a_gap_on_a_rare_class_that_accuracy_hid
 
 def test_eval_ci_reports_bootstrap_intervals_and_compare_reports_the_balanced_difference(tmp_path, capsys):
     from fer_lab.cli import main
-    from _fixtures import write_ferplus_folders
     from fer_lab.metrics import bootstrap_interval
 
-    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=8)
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=32, grayscale=True,
-                         crop={"recipe": "none"})
-        paths.append(str(save_model(create_model("baseline", num_classes=8), tmp_path / f"m{seed}.safetensors", meta)))
+    root, paths = _ferplus_and_two_checkpoints(tmp_path)
     common = ["--dataset", "ferplus", "--root", str(root), "--split", "test"]
     assert main(["eval", "--weights", paths[0], "--ci", "500", *common, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
