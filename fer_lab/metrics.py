@@ -16,6 +16,7 @@ __all__ = [
     "fit_prior_correction_from_probs",
     "apply_prior_correction",
     "bootstrap_interval",
+    "bootstrap_interval_from_confusion",
     "reliability_bins",
     "seed_mean_difference",
     "soft_cross_entropy",
@@ -155,12 +156,16 @@ def bootstrap_interval(labels, preds, num_classes: int | None = None, n_boot: in
     balanced accuracy and per-class recall on one evaluation set.
 
     This is the test-set sampling noise only (not seed-to-seed variation): on FER2013Valid/Test a rare
-    class has a few dozen images (valid / test: contempt 26 / 28, disgust 32 / 20), so its recall -- and through it the balanced
-    accuracy -- moves by several points between equally good models.  ``per_class_recall`` is ``None``
-    for a class with no image."""
+    class has a few dozen images (valid / test: contempt 26 / 28, disgust 32 / 20), so its recall -- and
+    through it the balanced accuracy -- moves by several points between equally good models.
+    ``per_class_recall`` is ``None`` for a class with no image.  The images are put in (label, prediction)
+    order before resampling, so the intervals depend on the confusion matrix alone:
+    :func:`bootstrap_interval_from_confusion` of a stored matrix gives the same numbers."""
     y, p = (np.asarray(_as_np(v)).astype(int).ravel() for v in (labels, preds))
     if len(y) != len(p) or len(y) == 0:
         raise ValueError(f"labels/preds lengths differ or are empty: {len(y)}, {len(p)}")
+    order = np.lexsort((p, y))
+    y, p = y[order], p[order]
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n_boot < 1:
@@ -171,6 +176,18 @@ def bootstrap_interval(labels, preds, num_classes: int | None = None, n_boot: in
     return {"n_boot": int(n_boot), "confidence": confidence, "seed": seed,
             "accuracy": _interval(acc[0], confidence), "balanced_accuracy": _interval(bal[0], confidence),
             "per_class_recall": [_interval(recall[0, :, j], confidence) if support[j] else None for j in range(c)]}
+
+
+def bootstrap_interval_from_confusion(confusion, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95) -> dict:
+    """:func:`bootstrap_interval` of the images a confusion matrix counts (rows true, columns predicted),
+    e.g. the ``held_out`` record a shipped checkpoint stores: its intervals without the data set."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or (cm < 0).any():
+        raise ValueError(f"a confusion matrix is square with non-negative counts, got shape {cm.shape}")
+    rows, cols = np.nonzero(cm)
+    counts = cm[rows, cols]
+    return bootstrap_interval(np.repeat(rows, counts), np.repeat(cols, counts), num_classes=len(cm),
+                              n_boot=n_boot, seed=seed, confidence=confidence)
 
 
 def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int = 0, labels_b=None,

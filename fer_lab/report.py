@@ -46,16 +46,29 @@ def held_out_markdown(name: str, metrics: dict | None) -> str:
     def pct(v):
         return "–" if v is None else f"{100 * v:.1f}"
 
+    def ci(v):
+        return "" if not v else f" [{100 * v[0]:.1f}–{100 * v[1]:.1f}]"
+
+    from .metrics import bootstrap_interval_from_confusion
+
+    # the evaluation set's sampling noise, from the stored matrix (the same numbers as `fer-lab eval --ci`)
+    boot = bootstrap_interval_from_confusion(rec["confusion"]) if rec.get("confusion") else {}
     tau = rec.get("prior_tau", 0.0)
     raw = (rec.get("raw") or {}) if tau else {}  # with tau 0 the raw numbers are the served ones
     head = (f"**{name}** on {rec['split']} ({rec['n']} faces), as served"
-            + (f" (prior correction τ {tau:g})" if tau else "") + f": accuracy **{pct(rec['accuracy'])}%**, "
-            f"balanced accuracy (mean recall over classes) **{pct(rec['balanced_accuracy'])}%**")
+            + (f" (prior correction τ {tau:g})" if tau else "") + f": accuracy **{pct(rec['accuracy'])}%**"
+            f"{ci(boot.get('accuracy'))}, balanced accuracy (mean recall over classes) "
+            f"**{pct(rec['balanced_accuracy'])}%**{ci(boot.get('balanced_accuracy'))}")
     if raw:
         head += f"; without the correction {pct(raw['accuracy'])}% / {pct(raw['balanced_accuracy'])}%"
+    if boot:
+        head += ". [brackets]: bootstrap 95% intervals over the faces of this set: its sampling noise, largest for rare classes"
     labels = rec["labels"]
     lines = [head + ".", "", "| recall | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
              "| as served | " + " | ".join(pct(v) for v in rec["per_class_recall"]) + " |"]
+    if boot:
+        lines.append("| 95% interval | " + " | ".join("–" if v is None else f"{100 * v[0]:.0f}–{100 * v[1]:.0f}"
+                                                       for v in boot["per_class_recall"]) + " |")
     if raw.get("per_class_recall"):
         lines.append("| raw | " + " | ".join(pct(v) for v in raw["per_class_recall"]) + " |")
     return "\n".join(lines)

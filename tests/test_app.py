@@ -361,6 +361,10 @@ def test_models_tab_shows_the_stored_held_out_evaluation(engine, tmp_path):
     text, fig = engine.model_report(key)
     assert "OtherSet" in text and "τ 0.25" in text and f"{100 * res['balanced_accuracy']:.1f}%" in text
     assert f"| as served | {100 * 11 / 18:.1f} |" in text and "| raw |" in text and "50.0% / 25.0%" in text
+    from fer_lab.metrics import bootstrap_interval_from_confusion
+
+    lo, hi = bootstrap_interval_from_confusion(cm)["balanced_accuracy"]   # the set's sampling noise, shown
+    assert f"[{100 * lo:.1f}–{100 * hi:.1f}]" in text and "| 95% interval |" in text
     z = np.asarray(fig.data[0].z, dtype=float)
     assert np.allclose(z.sum(1), 1) and np.allclose(np.diag(z), np.diag(cm) / cm.sum(1))
     assert "MySet" in engine.model_report(None)[0]  # default: the EfficientFace column's model

@@ -245,6 +245,14 @@ def test_bootstrap_interval_has_the_binomial_width_and_is_wider_for_a_rare_class
     assert widths[2] > 3 * max(widths[:2])                                # rare class: far noisier
     assert r["per_class_recall"][3] is None                               # no image of class 3
     assert bootstrap_interval(y, preds, num_classes=4) == r               # seeded: reproducible
+    # a function of the confusion matrix alone: any image order, or the stored matrix, gives the same numbers
+    from fer_lab.metrics import bootstrap_interval_from_confusion, confusion_matrix
+
+    shuffle = rng.permutation(n)
+    assert bootstrap_interval(y[shuffle], preds[shuffle], num_classes=4) == r
+    assert bootstrap_interval_from_confusion(confusion_matrix(y, preds, 4)) == r
+    with pytest.raises(ValueError, match="square"):
+        bootstrap_interval_from_confusion([[1, 2, 3]])
     with pytest.raises(ValueError, match="lengths"):
         bootstrap_interval(y, preds[:5])
 
