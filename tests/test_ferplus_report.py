@@ -37,6 +37,8 @@ def test_rule_scores_are_the_served_validation_numbers_and_never_touch_test(tmp_
     verdict = report.main(["--root", str(root), "--weights", a, b, "--rule", "0", "0"])
     out = capsys.readouterr().out
     assert verdict["ship"] and "SHIP" in out and out.count(".safetensors |") == 2
+    # the chosen candidate against the other, paired on the same validation images (reported, not decisive)
+    assert out.count("(paired bootstrap 95%, FER2013Valid)") == 1 and "balanced" in out.splitlines()[-1]
     assert report.main(["--root", str(root), "--weights", a, "--rule", "101", "0"])["ship"] is False
 
 

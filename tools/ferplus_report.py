@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
@@ -39,17 +41,22 @@ def rule_scores(weights, root: str) -> dict:
     ds = build_dataset("ferplus", root, "valid", num_classes=meta.num_classes)
     cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("train_recipe", "none"), grayscale=meta.grayscale)
 
-    def score(imgs):
+    served = {}
+
+    def score(imgs, keep=False):
         p = apply_prior_correction(predict_arrays(model, imgs, meta.mean, meta.std), meta.prior_correction)
+        if keep:
+            served["preds"] = np.asarray(p).argmax(1)
         return classification_metrics(p, cache.labels)
 
-    clean = score(cache.images)
+    clean = score(cache.images, keep=True)
     tight = score(perturb(cache.images, "tight_crop", 0.8))["accuracy"]
     loose = score(perturb(cache.images, "loose_crop", 0.2))["accuracy"]
     acc, bal = clean["accuracy"], clean["balanced_accuracy"]
     return {"weights": str(weights), "tau": float((meta.prior_correction or {}).get("tau", 0.0)),
             "accuracy": 100 * acc, "balanced": 100 * bal, "mean": 100 * (acc + bal) / 2,
-            "tight": 100 * tight, "loose": 100 * loose, "framing_mean": 100 * (tight + loose) / 2}
+            "tight": 100 * tight, "loose": 100 * loose, "framing_mean": 100 * (tight + loose) / 2,
+            "_labels": np.asarray(cache.labels), "_preds": served["preds"], "_classes": meta.num_classes}
 
 
 def apply_rule(scores: list[dict], min_mean: float, min_framing: float) -> dict:
@@ -75,6 +82,17 @@ def print_rule(scores: list[dict], min_mean: float, min_framing: float) -> dict:
     verdict = apply_rule(scores, min_mean, min_framing)
     print(f"\nrule (mean >= {min_mean:g}, framing mean >= {min_framing:g}): "
           f"{'SHIP' if verdict['ship'] else 'do not ship'} {verdict['chosen']}: {verdict['why']}")
+    chosen = next(r for r in scores if r["weights"] == verdict["chosen"])
+    for other in scores:  # how separable the candidates are on these images (informs, does not decide)
+        if other is not chosen and "_preds" in other and "_preds" in chosen:
+            from fer_lab.metrics import paired_accuracy_test
+
+            c = paired_accuracy_test(chosen["_labels"], chosen["_preds"], other["_preds"],
+                                     labels_b=other["_labels"], num_classes=chosen["_classes"])
+            print(f"{chosen['weights']} − {other['weights']}: accuracy {100 * c['diff']:+.2f} "
+                  f"[{100 * c['ci95'][0]:+.2f}, {100 * c['ci95'][1]:+.2f}], balanced {100 * c['balanced_diff']:+.2f} "
+                  f"[{100 * c['balanced_ci95'][0]:+.2f}, {100 * c['balanced_ci95'][1]:+.2f}] "
+                  "(paired bootstrap 95%, FER2013Valid)")
     return verdict
 
 
