@@ -1,8 +1,8 @@
 """``fer-lab bench``: speed of EfficientFace and its peers, measured side by side in one run.
 
 For every model: parameters, MACs (paper and plain conventions, :mod:`fer_lab.complexity`), CPU
-latency at batch 1 and throughput at a large batch, in PyTorch eager (``inference_mode``) and
-through ONNX Runtime (the file :func:`fer_lab.inference.export.export_onnx` writes); ratios to the
+latency at batch 1 and throughput at a large batch, in PyTorch eager (``inference_mode``; in the plain
+NCHW layout and channels-last, the layout the library's own models use) and through ONNX Runtime (the file :func:`fer_lab.inference.export.export_onnx` writes); ratios to the
 ShuffleNet-V2 baseline; training throughput for the hard / LDG-online / LDG-cached targets when
 the trainer provides ``fer_lab.training.benchmark_training``; CUDA fp32/fp16/bf16 throughput
 when a GPU is present.
@@ -193,12 +193,24 @@ def _seeded_model(name: str, seed: int):
     return create_model(name).eval()
 
 
-def _eager_runner(name: str, model, x1, xb) -> _Runner:
+def _eager_runner(name: str, model, x1, xb, engine: str = "eager") -> _Runner:
     def run(x):
         with torch.inference_mode():
             return model(x)
 
-    return _Runner(name, "eager", lambda: run(x1), lambda: run(xb))
+    return _Runner(name, engine, lambda: run(x1), lambda: run(xb))
+
+
+def _nhwc_runner(name: str, model, x1, xb) -> _Runner:
+    """The same model and inputs stored channels-last: the layout the library's own models use
+    (:func:`fer_lab.engine.to_channels_last`), timed next to the plain layout."""
+    import copy
+
+    from .engine import to_channels_last
+
+    cl = torch.channels_last
+    return _eager_runner(name, to_channels_last(copy.deepcopy(model)), x1.contiguous(memory_format=cl),
+                         xb.contiguous(memory_format=cl), engine="eager_nhwc")
 
 
 def _ort_runner(name: str, model, x1, xb, threads: int, exporter: str, workdir: str) -> tuple[_Runner, dict]:
@@ -232,17 +244,22 @@ def _training(cfg: BenchConfig, log) -> dict:
         return {"available": False,
                 "note": f"not available yet: fer_lab.training.benchmark_training cannot be imported ({e})"}
     rows = {}
-    for target in TRAIN_TARGETS:
-        log(f"training throughput: {target}")
+    # the trainer's default (channels_last=true), then hard labels in the plain NCHW layout for the ratio
+    for target, nhwc in [(t, True) for t in TRAIN_TARGETS] + [("hard", False)]:
+        key = target if nhwc else f"{target} (nchw)"
+        log(f"training throughput: {key}")
         try:
             res = benchmark_training(arch="efficientface", target=target, input_size=cfg.input_size,
                                      batch_size=cfg.train_batch, steps=cfg.train_steps, teacher_arch=cfg.teacher_arch,
-                                     device="cpu")
-            rows[target] = {k: v for k, v in dict(res).items() if isinstance(v, (int, float, str, bool)) or v is None}
+                                     device="cpu", channels_last=nhwc)
+            rows[key] = {k: v for k, v in dict(res).items() if isinstance(v, (int, float, str, bool)) or v is None}
         except Exception as e:  # a trainer bug must not hide the inference figures
-            rows[target] = {"error": f"{type(e).__name__}: {e}"}
+            rows[key] = {"error": f"{type(e).__name__}: {e}"}
     hard = rows.get("hard", {}).get("img_per_s")
     out = {"available": True, "batch_size": cfg.train_batch, "steps": cfg.train_steps, "targets": rows}
+    # per-step CPU time (robust on a shared machine at one thread); < 1: channels-last is faster
+    c_nhwc, c_nchw = (rows.get(k, {}).get("cpu_s_per_step") for k in ("hard", "hard (nchw)"))
+    out["nhwc_vs_nchw_time"] = _ratio(c_nhwc, c_nchw) if c_nhwc and c_nchw else None
     for t in ("ldg-online", "ldg-cached"):
         other = rows.get(t, {}).get("img_per_s")
         # time per image (= per epoch) relative to hard labels
@@ -302,6 +319,7 @@ def run_bench(cfg: BenchConfig | None = None, log: Callable[[str], None] | None 
                 complexity[name] = _complexity(name, size)
                 model = _seeded_model(name, cfg.seed)
                 runners.append(_eager_runner(name, model, x1, xb))
+                runners.append(_nhwc_runner(name, model, x1, xb))
                 if cfg.onnx:
                     try:
                         r, exports[name] = _ort_runner(name, model, x1, xb, cfg.threads, cfg.exporter, workdir)
@@ -328,12 +346,16 @@ def run_bench(cfg: BenchConfig | None = None, log: Callable[[str], None] | None 
         rows = []
         for name in cfg.models:
             row = {"model": name, **complexity[name]}
-            for engine, prefix in (("eager", "eager"), ("onnxruntime", "ort")):
+            for engine, prefix in (("eager", "eager"), ("eager_nhwc", "nhwc"), ("onnxruntime", "ort")):
                 s = stats.get((name, engine))
                 for k in ("p50_ms", "p95_ms", "cpu_ms", "img_s"):
                     row[f"{prefix}_{k}"] = s[k] if s else None
             row["ort_vs_eager"] = _ratio(row["ort_p50_ms"], row["eager_p50_ms"])
             row["ort_vs_eager_cpu"] = _ratio(row["ort_cpu_ms"], row["eager_cpu_ms"])
+            # < 1: channels-last is faster (batch-1 latency; and per image at the throughput batch)
+            row["nhwc_vs_eager"] = _ratio(row["nhwc_p50_ms"], row["eager_p50_ms"])
+            row["nhwc_vs_eager_cpu"] = _ratio(row["nhwc_cpu_ms"], row["eager_cpu_ms"])
+            row["nhwc_vs_eager_batch"] = _ratio(row["eager_img_s"], row["nhwc_img_s"])
             rows.append(row)
         base = next((r for r in rows if r["model"] == BASELINE), None)
         for row in rows:
@@ -382,7 +404,8 @@ def _targets(rows: list[dict]) -> dict:
 
 
 TABLE_COLUMNS = ["model", "params", "paper_mmacs", "plain_mmacs", "eager_p50_ms", "eager_p95_ms", "eager_cpu_ms",
-                 "eager_img_s", "ort_p50_ms", "ort_p95_ms", "ort_cpu_ms", "ort_img_s", "ort_vs_eager",
+                 "eager_img_s", "nhwc_p50_ms", "nhwc_img_s", "nhwc_vs_eager", "nhwc_vs_eager_batch",
+                 "ort_p50_ms", "ort_p95_ms", "ort_cpu_ms", "ort_img_s", "ort_vs_eager",
                  "paper_mmacs_x_base", "eager_p50_ms_x_base", "eager_cpu_ms_x_base", "ort_p50_ms_x_base",
                  "eager_img_s_x_base"]
 
@@ -419,7 +442,8 @@ def format_report(result: dict) -> str:
             rows = [{"target": k, **v} for k, v in t["targets"].items()]
             print(format_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "target", k))))
             print(f"  time per image vs hard: ldg-online {t.get('ldg-online_vs_hard_time')}, "
-                  f"ldg-cached {t.get('ldg-cached_vs_hard_time')}")
+                  f"ldg-cached {t.get('ldg-cached_vs_hard_time')}; channels-last vs NCHW (hard) "
+                  f"{t.get('nhwc_vs_nchw_time')}")
         cu = result["cuda"]
         print("\nCUDA:", cu.get("device") if cu.get("available") and cu.get("rows") else cu.get("note", "not available"))
         if cu.get("rows"):

@@ -36,6 +36,11 @@ def test_bench_quick_json(capsys):
     assert 0.3 < ef["eager_p50_ms_x_base"] < 3 and 0.3 < ef["eager_cpu_ms_x_base"] < 3
     assert ef["paper_mmacs"] == pytest.approx(154.18, abs=0.01) and ef["paper_mmacs_x_base"] == pytest.approx(1.043, abs=1e-3)
     assert ef["ort_vs_eager"] == pytest.approx(ef["ort_p50_ms"] / ef["eager_p50_ms"], rel=0.01)
+    # the channels-last layout the library's own models use, timed in the same rounds as the plain one
+    for r in rows.values():
+        assert 0 < r["nhwc_p50_ms"] < 5000 and r["nhwc_img_s"] > 0
+        assert r["nhwc_vs_eager"] == pytest.approx(r["nhwc_p50_ms"] / r["eager_p50_ms"], rel=0.01)
+        assert r["nhwc_vs_eager_batch"] == pytest.approx(r["eager_img_s"] / r["nhwc_img_s"], rel=0.01)
     t = out["targets"]["efficientface_eager_vs_baseline_eager"]
     assert t["limit"] == 1.10 and t["value"] == ef["eager_p50_ms_x_base"] and isinstance(t["met"], bool)
     assert out["training"]["available"] is False  # --quick skips it, and says so
@@ -129,3 +134,36 @@ def test_benchmark_training_times_the_trainers_own_epoch(target, monkeypatch):
     online, cached = target == "ldg-online", target == "ldg-cached"
     assert calls == [(0, 1, target, online, cached), 1, (1, None, target, online, cached), 4]  # 1 + 3 optimizer steps
     assert r["img_per_s"] > 0 and r["steps"] == 3 and r["teacher"] == ("cnn_tiny" if online else None)
+    assert r["channels_last"] is True      # the trainer's default layout
+    assert 0 < r["cpu_s_per_step"] < 60
+
+
+def test_bench_training_section_times_hard_labels_in_both_layouts(monkeypatch):
+    """The training section times every target in the trainer's layout (channels-last) and hard labels once
+    more in NCHW; ``nhwc_vs_nchw_time`` is the per-image CPU-time ratio (< 1: channels-last is faster)."""
+    import fer_lab.training as training
+    from fer_lab.bench import BenchConfig, _training
+
+    seen = []
+
+    def fake(**kw):
+        seen.append((kw["target"], kw["channels_last"]))
+        return {"img_per_s": 130.0 if kw["channels_last"] else 100.0, "target": kw["target"],
+                "cpu_s_per_step": 1.0 if kw["channels_last"] else 1.3}
+
+    monkeypatch.setattr(training, "benchmark_training", fake)
+    out = _training(BenchConfig(), lambda msg: None)
+    assert ("hard", False) in seen and all(nhwc for t, nhwc in seen if (t, nhwc) != ("hard", False))
+    assert out["targets"]["hard (nchw)"]["img_per_s"] == 100.0
+    assert out["nhwc_vs_nchw_time"] == pytest.approx(1 / 1.3, rel=0.01)   # from CPU time, not wall time
+
+
+def test_bench_layout_tool_times_both_layouts_interleaved():
+    from _helpers import load_tool
+
+    rows = load_tool("bench_layout").main(["--archs", "cnn_tiny", "--input-size", "32", "--batch", "8",
+                                           "--steps", "1", "--rounds", "2", "--json"])
+    assert {r["what"] for r in rows} == {"train_step", "infer_batch", "infer_1"}
+    for r in rows:
+        assert r["nchw_cpu_ms"] > 0 and r["nhwc_cpu_ms"] > 0
+        assert r["nhwc_vs_nchw"] == pytest.approx(r["nhwc_cpu_ms"] / r["nchw_cpu_ms"], rel=0.01)

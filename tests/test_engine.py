@@ -162,3 +162,49 @@ def test_eval_subset_matches_a_stem_like_robustness_does(tmp_path, capsys):
     (tmp_path / "none.txt").write_text("zzz\n")
     with pytest.raises(ValueError, match="none of the 1 entries"):
         evaluate(path, "affectnet", root, "val", subset=tmp_path / "none.txt")
+
+
+@pytest.mark.parametrize("arch", ["baseline", "efficientface"])
+def test_channels_last_models_give_the_same_outputs_and_save_contiguous(arch, faces, tmp_path):
+    """The library stores its own models' weights channels-last (faster on CPU, docs/performance.md): the
+    engine then feeds NHWC batches, the outputs equal the plain layout's, and a saved checkpoint loads
+    back to the same weights."""
+    import copy
+
+    from fer_lab.checkpoint import load_model
+    from fer_lab.engine import is_channels_last, to_channels_last
+
+    torch.manual_seed(1)
+    plain = create_model(arch, num_classes=7).eval()
+    nhwc = to_channels_last(copy.deepcopy(plain))
+    assert is_channels_last(nhwc) and not is_channels_last(plain)
+    for features in (False, True):
+        a = run_model(plain, faces, mean=MEAN, std=STD, input_size=32, features=features)
+        b = run_model(nhwc, faces, mean=MEAN, std=STD, input_size=32, features=features, tta_flip=True)
+        c = run_model(plain, faces, mean=MEAN, std=STD, input_size=32, features=features, tta_flip=True)
+        assert np.allclose(run_model(nhwc, faces, mean=MEAN, std=STD, input_size=32, features=features), a, atol=1e-5)
+        assert np.allclose(b, c, atol=1e-5)
+    meta = ModelMeta(arch=arch, labels=canonical(7).to_list(), input_size=32)
+    back = load_model(save_model(nhwc, tmp_path / "m.safetensors", meta))
+    for (k, v), w in zip(plain.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_predictor_evaluate_and_trainer_own_channels_last_models(tmp_path):
+    from fer_lab.engine import is_channels_last
+    from fer_lab.inference import Predictor
+    from fer_lab.training import load_config
+    from fer_lab.training.loop import SplitData, build_run, load_teacher
+
+    meta = ModelMeta(arch="baseline", labels=canonical(7).to_list(), input_size=32)
+    path = save_model(create_model("baseline", num_classes=7), tmp_path / "t.safetensors", meta)
+    assert is_channels_last(Predictor(str(path)).model)
+    assert is_channels_last(load_teacher(f"{path},{path}"))
+    rng = np.random.default_rng(0)
+    data = {"train": SplitData(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 7, 16),
+                               None, canonical(7), key="cl")}
+    for flag in (True, False):
+        cfg = load_config(None, ["arch=baseline", "num_classes=7", "input_size=32", "val_split=", "test_split=",
+                                 f"channels_last={str(flag).lower()}", f"out_dir={tmp_path / str(flag)}",
+                                 "resume=false", "progress=false"])
+        assert is_channels_last(build_run(cfg, data).model) is flag

@@ -74,12 +74,12 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     says (``img_001`` selects ``.../img_001.jpg``); metrics are then reported for it as well.
     """
     from ..data import build_cache, build_dataset, match_subset, read_subset_list
-    from ..engine import run_model
+    from ..engine import run_model, to_channels_last
     from ..metrics import apply_prior_correction
 
     # several checkpoints ("a,b"): their mean probability, each member as served (with its own stored
     # correction) unless prior_correction=False; the ensemble itself stores none
-    model = load_models(weights, device=device, served=prior_correction)
+    model = to_channels_last(load_models(weights, device=device, served=prior_correction))
     meta = model.meta
     ds = build_dataset(dataset, root, split, num_classes=meta.num_classes, **(dataset_kwargs or {}))
     meta.label_map.check_compatible(ds.label_map, f"checkpoint {weights}", f"dataset {dataset}/{split}")

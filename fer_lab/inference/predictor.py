@@ -134,7 +134,9 @@ class Predictor:
 
             model = load_model(weights, device=device)
             self.name = str(weights)
-        self.model = model
+        from ..engine import to_channels_last
+
+        self.model = to_channels_last(model)  # faster on CPU and CUDA, same outputs (fer_lab.engine)
         self.device = torch.device(device)
         self.meta = model.meta
         # an overriding recipe replaces the checkpoint's crop dict (and the margins it records)

@@ -345,8 +345,11 @@ class EfficientFace(nn.Module):
         x = self.conv1(x)
         if x.device.type == "cpu" and not _tracing():
             # PyTorch's NCHW CPU max-pool is a scalar loop (~5 ms on the 112x112 stem map at one
-            # thread); the channels-last kernel is vectorised (~0.3 ms).  Same values.
-            x = self.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            # thread); the channels-last kernel is vectorised (~0.3 ms).  Same values.  A channels-last
+            # model (fer_lab.engine.to_channels_last) stays channels-last; an NCHW one goes back to NCHW.
+            nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            x = self.maxpool(x.contiguous(memory_format=torch.channels_last))
+            x = x if nhwc else x.contiguous()
         else:
             x = self.maxpool(x)
         y = self.stage2(x)
