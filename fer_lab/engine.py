@@ -27,9 +27,9 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Store ``model``'s 4-D weights channels-last (NHWC), in place; returns it.
 
     For the models the library owns (loaded by ``Predictor``, ``evaluate``, the trainer and its teachers),
-    on CPU as on CUDA: oneDNN's depthwise / 1x1 convolutions of ShuffleNet-V2-style networks run
-    1.1-1.8x faster per batch on this project's 2-core x86 machine, on AVX2 and on the generic
-    (SSE4.1) kernels alike, with outputs equal to ~1e-9 (docs/performance.md).  ``state_dict()`` then
+    on CPU as on CUDA: on this project's 2-core x86 machine a training step of the FER+ models costs
+    0.70-0.83x and batched inference 0.70-0.91x the CPU time of the NCHW layout, on AVX2 and on the
+    generic (SSE4.1) kernels, with outputs equal to ~2e-9 (docs/performance.md, tools/bench_layout.py).  ``state_dict()`` then
     holds strided tensors; :func:`fer_lab.checkpoint.save_model` writes them contiguous."""
     return model.to(memory_format=torch.channels_last)
 

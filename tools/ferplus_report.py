@@ -41,22 +41,18 @@ def rule_scores(weights, root: str) -> dict:
     ds = build_dataset("ferplus", root, "valid", num_classes=meta.num_classes)
     cache = build_cache(ds, meta.input_size, recipe=meta.crop.get("train_recipe", "none"), grayscale=meta.grayscale)
 
-    served = {}
+    def served(imgs):
+        return apply_prior_correction(predict_arrays(model, imgs, meta.mean, meta.std), meta.prior_correction)
 
-    def score(imgs, keep=False):
-        p = apply_prior_correction(predict_arrays(model, imgs, meta.mean, meta.std), meta.prior_correction)
-        if keep:
-            served["preds"] = np.asarray(p).argmax(1)
-        return classification_metrics(p, cache.labels)
-
-    clean = score(cache.images, keep=True)
-    tight = score(perturb(cache.images, "tight_crop", 0.8))["accuracy"]
-    loose = score(perturb(cache.images, "loose_crop", 0.2))["accuracy"]
+    probs = served(cache.images)
+    clean = classification_metrics(probs, cache.labels)
+    tight, loose = (classification_metrics(served(perturb(cache.images, kind, strength)), cache.labels)["accuracy"]
+                    for kind, strength in (("tight_crop", 0.8), ("loose_crop", 0.2)))
     acc, bal = clean["accuracy"], clean["balanced_accuracy"]
     return {"weights": str(weights), "tau": float((meta.prior_correction or {}).get("tau", 0.0)),
             "accuracy": 100 * acc, "balanced": 100 * bal, "mean": 100 * (acc + bal) / 2,
             "tight": 100 * tight, "loose": 100 * loose, "framing_mean": 100 * (tight + loose) / 2,
-            "_labels": np.asarray(cache.labels), "_preds": served["preds"], "_classes": meta.num_classes}
+            "_labels": np.asarray(cache.labels), "_preds": np.asarray(probs).argmax(1), "_classes": meta.num_classes}
 
 
 def apply_rule(scores: list[dict], min_mean: float, min_framing: float) -> dict:

@@ -33,7 +33,8 @@ def run(args) -> int:
             raise ValueError(f"{args.weights} vs {compare}: {e} (different crop recipes or class counts?)") from None
         res["compare"] = {"weights": str(compare), "tta_flip": b_flip, "accuracy": other["accuracy"],
                           "balanced_accuracy": other["balanced_accuracy"], "nll": other["nll"], **paired}
-    res.pop("probs", None), res.pop("targets", None)
+    for key in ("probs", "targets"):  # arrays for the interval / pairing above, not for the report
+        res.pop(key, None)
     if args.json:
         print_json(res)
         return 0
