@@ -103,8 +103,45 @@ def test_ldg_online_teacher_scores_the_student_batch_in_its_own_normalisation(tm
         assert mean == (0.0, 0.0, 0.0) and std == (1.0, 1.0, 1.0)  # the student's own statistics
         assert torch.allclose(out, (x - tm) / ts, atol=1e-5)       # the same pixels, the teacher's normalisation
         assert torch.equal(got, out) and not torch.allclose(got, x)
-    same = torch.rand(2, 3, 4, 4)
-    assert real_input(same, t.meta.mean, t.meta.std, t) is same     # matching statistics: untouched
+    same = torch.rand(2, 3, 32, 32)
+    assert real_input(same, t.meta.mean, t.meta.std, t) is same     # matching statistics and size: untouched
+
+
+@pytest.mark.parametrize("target", ["ldg-online", "ldg-cached"])
+def test_teacher_runs_at_the_input_size_its_checkpoint_records(tmp_path, teacher_path, target, monkeypatch):
+    """A student trained at 48 px with a teacher trained at 32 px: the teacher scores 32 px inputs (online: the
+    student's augmented batch resized; cached: the crops resized, as the teacher is served), not 48 px ones."""
+    import fer_lab.training.loop as loop
+    from fer_lab.training import predict_arrays
+
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    t = load_model(teacher_path)
+    assert loop.teacher_size(t) == t.meta.input_size == 32
+    assert loop.teacher_size(create_model("cnn_tiny", num_classes=7)) is None  # built in memory: no trained size
+    data48 = {"train": _split(64, 1, size=48), "val": _split(32, 2, size=48), "test": _split(32, 3, size=48)}
+    fed = []
+    real_dist = loop.teacher_distribution
+
+    def spy_dist(teacher, x, temperature=1.0):
+        fed.append(tuple(x.shape[-2:]))
+        return real_dist(teacher, x, temperature)
+
+    monkeypatch.setattr(loop, "teacher_distribution", spy_dist)
+    train(_cfg(tmp_path, "s48", target=target, teacher=str(teacher_path), teacher_min_acc=0.0, input_size=48),
+          data=data48)
+    if target == "ldg-online":
+        assert fed and set(fed) == {(32, 32)}
+    else:
+        (cached,) = (tmp_path / "cache" / "teacher").glob("*.npy")
+        q = np.load(cached)
+        imgs = data48["train"].images
+        at32 = predict_arrays(t, imgs, t.meta.mean, t.meta.std, input_size=32)
+        at48 = predict_arrays(t, imgs, t.meta.mean, t.meta.std)
+        np.testing.assert_allclose(q, at32, atol=1e-5)
+        assert np.abs(q - at48).max() > 1e-3  # the size matters: these are not the 48 px outputs
+    x = torch.randn(2, 3, 48, 48).contiguous(memory_format=torch.channels_last)
+    out = loop.teacher_input(x, t.meta.mean, t.meta.std, t)
+    assert out.shape[-2:] == (32, 32) and out.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("target", ["hard", "crowd", "true", "smooth", "ldg-online", "ldg-cached"])

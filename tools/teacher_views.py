@@ -21,16 +21,17 @@ def view_consistency(teacher, data, augment, views: int = 2, seed: int = 0, batc
     """Rows for the clean crop and ``views`` augmented views (seeded; ``augment`` an ``AugmentConfig``)."""
     from fer_lab.engine import run_batches, run_model
     from fer_lab.metrics import classification_metrics
-    from fer_lab.training.loop import augmented_views
+    from fer_lab.training.loop import augmented_views, resize_batch, teacher_size
 
     mean, std = tuple(teacher.meta.mean), tuple(teacher.meta.std)
+    size = teacher_size(teacher) or data.images.shape[1]  # at the size it was trained at, as the trainer runs it
     y = np.asarray(data.labels)
-    clean = run_model(teacher, data.images, batch_size=batch_size, mean=mean, std=std)
+    clean = run_model(teacher, data.images, batch_size=batch_size, mean=mean, std=std, input_size=size)
 
     rows = []
     for v in range(views + 1):
-        p = clean if v == 0 else run_batches(teacher, augmented_views(data.images, augment, mean, std, seed=seed,
-                                                                      view=v, batch_size=batch_size))
+        p = clean if v == 0 else run_batches(teacher, (resize_batch(xb, size) for xb in augmented_views(
+            data.images, augment, mean, std, seed=seed, view=v, batch_size=batch_size)))
         m = classification_metrics(p, y)
         rows.append({"view": "clean" if v == 0 else f"augmented {v}", "accuracy": m["accuracy"],
                      "balanced_accuracy": m["balanced_accuracy"],

@@ -45,7 +45,8 @@ from .targets import (class_prior, class_weights, label_distribution_loss, mix_t
 
 __all__ = ["SplitData", "load_split", "predict_arrays", "train", "Run", "build_run", "train_one_epoch", "validate",
            "save_state", "compute_loss", "epoch_order", "TeacherRefused", "teacher_check",
-           "cache_teacher_distributions", "resolve_device", "model_for_export"]
+           "cache_teacher_distributions", "resolve_device", "model_for_export", "teacher_input", "teacher_size",
+           "resize_batch"]
 
 
 class TeacherRefused(ValueError):
@@ -79,11 +80,11 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
 
 def predict_arrays(model: nn.Module, images: np.ndarray, mean, std, batch_size: int = 512,
                    device: torch.device | str = "cpu", temperature: float = 1.0, amp: bool = False,
-                   features: bool = False) -> np.ndarray:
+                   features: bool = False, input_size: int | None = None) -> np.ndarray:
     """Softmax probabilities (or pre-logit features) for a uint8 N x S x S x 3 array
-    (:func:`fer_lab.engine.run_model` with the given mean/std)."""
+    (:func:`fer_lab.engine.run_model` with the given mean/std; at the array's size unless ``input_size``)."""
     return run_model(model, images, features=features, batch_size=batch_size, device=device, amp=amp,
-                     temperature=temperature, mean=mean, std=std)
+                     temperature=temperature, mean=mean, std=std, input_size=input_size)
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
@@ -121,7 +122,7 @@ def teacher_check(teacher: nn.Module, data: SplitData, label_map: LabelMap, min_
     except ValueError as e:
         raise TeacherRefused(str(e)) from None
     n = min(len(data), max_images)
-    probs = predict_arrays(teacher, data.images[:n], mean, std, device=device)
+    probs = predict_arrays(teacher, data.images[:n], mean, std, device=device, input_size=teacher_size(teacher))
     acc = float((probs.argmax(1) == data.labels[:n]).mean())
     counts = np.bincount(data.labels[:n], minlength=len(label_map))
     majority = counts.max() / max(1, n)
@@ -137,17 +138,43 @@ def _teacher_mean_std(teacher):
     return tuple(teacher.meta.mean), tuple(teacher.meta.std)
 
 
-def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
-    """The student's batch ``x`` (normalised with ``mean``/``std``) renormalised with the teacher's own
-    statistics, so an ``ldg-online`` teacher scores the same augmented pixels as the student, normalised
-    the way it was trained (a teacher trained under another preset otherwise sees shifted inputs
-    silently).  The teacher runs at the student's resolution, as for ``ldg-cached``."""
-    tmean, tstd = _teacher_mean_std(teacher)
-    if tuple(map(float, tmean)) == tuple(map(float, mean)) and tuple(map(float, tstd)) == tuple(map(float, std)):
+def teacher_size(teacher) -> int | None:
+    """The input size a *loaded* teacher was trained at (its checkpoint's ``input_size``), else ``None``.
+
+    A model built in memory carries its registry default (224), not a size it was trained at, so it runs
+    at whatever resolution it is given."""
+    if not (getattr(teacher, "checkpoint_path", None) or getattr(teacher, "checkpoint_paths", None)):
+        return None
+    size = getattr(getattr(teacher, "meta", None), "input_size", None)
+    return int(size) if size else None
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A normalised N x C x H x W batch resized to ``size`` x ``size`` (bilinear; antialiased when it
+    shrinks), keeping its memory format; the batch itself when it is already that size."""
+    if x.shape[-2:] == (size, size):
         return x
-    sm, ss, tm, ts = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-                      for v in (mean, std, tmean, tstd))
-    return (x * ss + sm - tm) / ts
+    shrink = size < min(x.shape[-2:])
+    out = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                          antialias=shrink)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
+    """The student's batch ``x`` (normalised with ``mean``/``std``) as the teacher was trained to see it:
+    renormalised with the teacher's own statistics and resized to the input size its checkpoint records,
+    so an ``ldg-online`` teacher scores the same augmented pixels as the student (a teacher trained under
+    another preset or at another resolution otherwise sees shifted or rescaled inputs, silently).  The
+    cached path (:func:`cache_teacher_distributions`) runs the teacher at the same size."""
+    tmean, tstd = _teacher_mean_std(teacher)
+    if not (tuple(map(float, tmean)) == tuple(map(float, mean)) and tuple(map(float, tstd)) == tuple(map(float, std))):
+        sm, ss, tm, ts = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                          for v in (mean, std, tmean, tstd))
+        x = (x * ss + sm - tm) / ts
+    size = teacher_size(teacher)
+    return x if size is None else resize_batch(x, size)
 
 
 def augmented_views(images, augment, mean, std, *, seed: int, view: int, lo: int = 0, hi: int | None = None,
@@ -176,7 +203,9 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
 
     ``teacher_views=1``: the clean (unaugmented) crop; ``k>1``: the mean over the clean view and
     k-1 augmented views (deterministic by seed).  Both run through the engine
-    (:func:`fer_lab.engine.run_model`; the augmented batches through its loop, ``run_batches``).
+    (:func:`fer_lab.engine.run_model`; the augmented batches through its loop, ``run_batches``), at the
+    input size the teacher's checkpoint records (:func:`teacher_size`; the crops are resized when the
+    student trains at another size, as :func:`teacher_input` does for ``ldg-online``).
     """
     paths = getattr(teacher, "checkpoint_paths", None) or [getattr(teacher, "checkpoint_path", "")]
     ident = [[p, _fingerprint(p) if p else ""] for p in paths]  # an ensemble: every member's file
@@ -184,6 +213,9 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     parts = [*ident, data.key, cfg.teacher_views, cfg.temperature, cfg.seed]
     if getattr(teacher, "shifts", None) is not None and bool(teacher.shifts.abs().sum() > 0):
         parts.append(teacher.shifts.tolist())  # served members: their corrections (raw keeps the key it had)
+    size = teacher_size(teacher) or data.images.shape[1]
+    if size != data.images.shape[1]:
+        parts.append(["teacher_size", size])  # a teacher trained at another resolution (same-size keys unchanged)
     key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab")) / "teacher"
     path = root / f"{key}.npy"
@@ -200,10 +232,11 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     out = np.zeros((per, len(data.label_map)), np.float32)
     if hi > lo:
         acc = run_model(teacher, data.images[lo:hi], batch_size=bs, device=device, temperature=cfg.temperature,
-                        mean=mean, std=std)
+                        mean=mean, std=std, input_size=size)
         for v in range(1, cfg.teacher_views):
             views = augmented_views(data.images, cfg.augment, mean, std, seed=cfg.seed, view=v, lo=lo, hi=hi,
                                     batch_size=bs, device=device)
+            views = (resize_batch(xb, size) for xb in views)
             acc = acc + run_batches(teacher, views, device=device, temperature=cfg.temperature)
         out[:hi - lo] = acc / cfg.teacher_views
     full = all_gather_cat(torch.from_numpy(out), info).numpy()[:n]
