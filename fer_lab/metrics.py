@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "balanced_accuracy",
+    "class_recall",
     "classification_metrics",
     "confusion_matrix",
     "expected_calibration_error",
@@ -39,6 +41,19 @@ def confusion_matrix(labels, preds, num_classes: int) -> np.ndarray:
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(labels, int), np.asarray(preds, int)), 1)
     return cm
+
+
+def class_recall(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall from a confusion matrix (rows = true class); NaN for a class with no image."""
+    cm = np.asarray(cm)
+    support = cm.sum(1)
+    return np.divide(np.diag(cm), support, out=np.full(len(cm), np.nan), where=support > 0)
+
+
+def balanced_accuracy(cm: np.ndarray) -> float:
+    """Mean per-class recall over the classes present (NaN when none is): what this project selects on."""
+    rec = class_recall(cm)
+    return float(np.nanmean(rec)) if (~np.isnan(rec)).any() else float("nan")
 
 
 def macro_f1(cm: np.ndarray) -> float:
@@ -89,13 +104,12 @@ def classification_metrics(probs, labels, n_bins: int = 15, label_names=None) ->
     c = probs.shape[1]
     preds = probs.argmax(1)
     cm = confusion_matrix(labels, preds, c)
-    support = cm.sum(1)
-    per_class = np.divide(np.diag(cm), support, out=np.full(c, np.nan), where=support > 0)
+    per_class = class_recall(cm)
     nll = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()) if len(labels) else float("nan")
     out = {
         "n": len(labels),
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
-        "balanced_accuracy": float(np.nanmean(per_class)) if (support > 0).any() else float("nan"),
+        "balanced_accuracy": balanced_accuracy(cm),
         "macro_f1": macro_f1(cm),
         "nll": nll,
         "ece": expected_calibration_error(probs, labels, n_bins),
@@ -230,18 +244,11 @@ def paired_accuracy_test(labels, preds_a, preds_b, n_boot: int = 2000, seed: int
     acc, bal, _ = _bootstrap_rates(y, [ra, rb], c, n_boot, seed)
     d = ra.astype(np.float64) - rb.astype(np.float64)
     lo, hi = np.quantile(acc[0] - acc[1], [0.025, 0.975])
-    bal_a, bal_b = (_balanced(y, r, c) for r in (ra, rb))
+    bal_a, bal_b = (balanced_accuracy(confusion_matrix(y, p, c)) for p in (a, b))
     return {"n": len(y), "acc_a": float(ra.mean()), "acc_b": float(rb.mean()), "diff": float(d.mean()),
             "ci95": [float(lo), float(hi)], "a_only_right": n10, "b_only_right": n01, "mcnemar_p": p,
             "bal_a": bal_a, "bal_b": bal_b, "balanced_diff": bal_a - bal_b,
             "balanced_ci95": _interval(bal[0] - bal[1], 0.95)}
-
-
-def _balanced(y, correct, c: int) -> float:
-    support = np.bincount(y, minlength=c)
-    hits = np.bincount(y, weights=np.asarray(correct, np.float64), minlength=c)
-    present = support > 0
-    return float((hits[present] / support[present]).mean())
 
 
 def seed_mean_difference(acc_a, acc_b, confidence: float = 0.95) -> dict:

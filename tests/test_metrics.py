@@ -308,3 +308,23 @@ def test_eval_ci_reports_bootstrap_intervals_and_compare_reports_the_balanced_di
     assert c["balanced_ci95"][0] <= c["balanced_diff"] <= c["balanced_ci95"][1]
     assert main(["eval", "--weights", paths[0], "--compare", paths[1], *common]) == 0
     assert "balanced accuracy" in capsys.readouterr().out
+
+
+def test_balanced_accuracy_is_the_mean_recall_over_present_classes_everywhere():
+    """One definition: classification_metrics, the paired test and the confusion-matrix helpers agree, and an
+    absent class is left out of the mean (not counted as 0)."""
+    from fer_lab.metrics import balanced_accuracy, class_recall, classification_metrics, confusion_matrix, \
+        paired_accuracy_test
+
+    y = np.array([0, 0, 0, 0, 1, 1, 3, 3, 3, 3])             # class 2 has no image
+    a = np.array([0, 0, 0, 1, 1, 0, 3, 3, 2, 2])
+    b = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    cm = confusion_matrix(y, a, 4)
+    rec = class_recall(cm)
+    assert rec[:2].tolist() == [0.75, 0.5] and np.isnan(rec[2]) and rec[3] == 0.5
+    assert balanced_accuracy(cm) == pytest.approx((0.75 + 0.5 + 0.5) / 3)
+    probs = np.eye(4)[a]
+    assert classification_metrics(probs, y)["balanced_accuracy"] == pytest.approx(balanced_accuracy(cm))
+    t = paired_accuracy_test(y, a, b, num_classes=4, n_boot=200)
+    assert t["bal_a"] == pytest.approx(balanced_accuracy(cm)) and t["bal_b"] == pytest.approx(1 / 3)
+    assert np.isnan(balanced_accuracy(np.zeros((3, 3), int)))
