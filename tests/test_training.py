@@ -316,6 +316,43 @@ def test_distributions_command_compares_ldg_with_crowd(tmp_path, teacher_path, c
     assert crowd["kl"] == pytest.approx(ref["kl"], rel=1e-6) and crowd["top1"] == pytest.approx(ref["top1"])
 
 
+@pytest.mark.parametrize("select_on", ["accuracy", "balanced_accuracy", "mean"])
+def test_best_checkpoint_is_the_epoch_with_the_highest_selection_score(tmp_path, tiny_data, select_on, monkeypatch):
+    """select_on=accuracy | balanced_accuracy | mean (of the two): best.safetensors is the epoch whose
+    validation score in metrics.csv is highest, and the summary says which metric chose it."""
+    import csv
+
+    from fer_lab.training.loop import selection_score
+
+    row = {"train_acc": 0.9, "val_acc": 0.8, "val_balanced_acc": 0.6}
+    assert selection_score(row, "mean") == pytest.approx(0.7)
+    assert selection_score(row, "balanced_accuracy") == 0.6 and selection_score(row, "accuracy") == 0.8
+    assert selection_score({"train_acc": 0.9}, "mean") == 0.9   # no validation split
+    with pytest.raises(ValueError, match="select_on"):
+        _cfg(tmp_path, "bad", select_on="f1")
+    import fer_lab.training.loop as loop
+
+    # scripted validation scores whose best epochs differ: accuracy peaks at 1, balanced at 3, their mean at 2
+    script = iter([(0.80, 0.50), (0.78, 0.60), (0.70, 0.62), (0.60, 0.40)])
+    real_validate = loop.validate
+
+    def scripted(run, data):
+        m = real_validate(run, data)
+        if data is run.val_d and len(run.history) < 4:  # the per-epoch validation (history: epochs done)
+            acc, bal = next(script)
+            m = {**m, "accuracy": acc, "balanced_accuracy": bal}
+        return m
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    summary = train(_cfg(tmp_path, select_on, epochs=4, select_on=select_on), data=tiny_data)
+    rows = list(csv.DictReader(open(tmp_path / select_on / "metrics.csv")))
+    scores = [selection_score({k: float(v) for k, v in r.items() if v not in ("", None)}, select_on) for r in rows]
+    want = {"accuracy": 1, "mean": 2, "balanced_accuracy": 3}[select_on]
+    assert int(np.argmax(scores)) + 1 == want
+    assert summary["best_epoch"] == want and summary["selected_on"] == select_on
+    assert load_model(tmp_path / select_on / "best.safetensors").meta.metrics["epoch"] == want
+
+
 def test_teacher_guard_refuses_permuted_labels_and_chance_teachers(tmp_path, tiny_data, teacher_path):
     t = load_model(teacher_path)
     permuted = list(t.meta.labels)

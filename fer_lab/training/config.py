@@ -10,7 +10,9 @@ import yaml
 
 from .augment import AugmentConfig
 
-__all__ = ["TrainConfig", "load_config", "apply_overrides", "CONFIG_DIR", "list_presets"]
+SELECT_ON = ("accuracy", "balanced_accuracy", "mean")
+
+__all__ = ["TrainConfig", "SELECT_ON", "load_config", "apply_overrides", "CONFIG_DIR", "list_presets"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -45,7 +47,7 @@ class TrainConfig:
     posthoc_prior: str = "none"        # none | balanced | mean: choose an inference-time prior correction tau on
                                        # validation (max balanced accuracy, or max mean of accuracy and balanced
                                        # accuracy); stored in the checkpoint, applied by Predictor/predict/eval/app
-    select_on: str = "accuracy"        # accuracy | balanced_accuracy: validation metric that selects best.safetensors
+    select_on: str = "accuracy"        # accuracy | balanced_accuracy | mean (of the two): validation metric that selects best.safetensors
     # targets ("distribution sources")
     target: str = "hard"
     teacher: str | None = None         # LDG checkpoint (ldg-online / ldg-cached); "a,b,...": an ensemble (mean probabilities)
@@ -104,8 +106,8 @@ class TrainConfig:
             raise ValueError("class_weight_beta must be in [0, 1)")
         if self.posthoc_prior not in ("none", "balanced", "mean"):
             raise ValueError("posthoc_prior must be 'none', 'balanced' or 'mean'")
-        if self.select_on not in ("accuracy", "balanced_accuracy"):
-            raise ValueError("select_on must be 'accuracy' or 'balanced_accuracy'")
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         return self
