@@ -255,15 +255,15 @@ def _training(cfg: BenchConfig, log) -> dict:
             rows[key] = {k: v for k, v in dict(res).items() if isinstance(v, (int, float, str, bool)) or v is None}
         except Exception as e:  # a trainer bug must not hide the inference figures
             rows[key] = {"error": f"{type(e).__name__}: {e}"}
-    hard = rows.get("hard", {}).get("img_per_s")
     out = {"available": True, "batch_size": cfg.train_batch, "steps": cfg.train_steps, "targets": rows}
-    # per-step CPU time (robust on a shared machine at one thread); < 1: channels-last is faster
-    c_nhwc, c_nchw = (rows.get(k, {}).get("cpu_s_per_step") for k in ("hard", "hard (nchw)"))
-    out["nhwc_vs_nchw_time"] = _ratio(c_nhwc, c_nchw) if c_nhwc and c_nchw else None
+    # ratios of per-step CPU time (every row has the same batch, so = time per image / per epoch): the rows
+    # run one after another, and on a shared machine their wall-clock times move with the neighbours' load
+    cpu = {k: r.get("cpu_s_per_step") for k, r in rows.items()}
+    out["nhwc_vs_nchw_time"] = _ratio(cpu.get("hard"), cpu.get("hard (nchw)")) \
+        if cpu.get("hard") and cpu.get("hard (nchw)") else None  # < 1: channels-last is faster
     for t in ("ldg-online", "ldg-cached"):
-        other = rows.get(t, {}).get("img_per_s")
-        # time per image (= per epoch) relative to hard labels
-        out[f"{t}_vs_hard_time"] = _ratio(hard, other) if hard and other else None
+        out[f"{t}_vs_hard_time"] = _ratio(cpu.get(t), cpu.get("hard")) if cpu.get(t) and cpu.get("hard") else None
+    out["ratios_from"] = "cpu time per step"
     return out
 
 
@@ -441,7 +441,7 @@ def format_report(result: dict) -> str:
         else:
             rows = [{"target": k, **v} for k, v in t["targets"].items()]
             print(format_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "target", k))))
-            print(f"  time per image vs hard: ldg-online {t.get('ldg-online_vs_hard_time')}, "
+            print(f"  CPU time per image vs hard: ldg-online {t.get('ldg-online_vs_hard_time')}, "
                   f"ldg-cached {t.get('ldg-cached_vs_hard_time')}; channels-last vs NCHW (hard) "
                   f"{t.get('nhwc_vs_nchw_time')}")
         cu = result["cuda"]

@@ -146,16 +146,22 @@ def test_bench_training_section_times_hard_labels_in_both_layouts(monkeypatch):
 
     seen = []
 
+    cost = {"hard": 1.0, "ldg-online": 2.5, "ldg-cached": 1.1}  # CPU s/step; wall clock says otherwise below
+
     def fake(**kw):
         seen.append((kw["target"], kw["channels_last"]))
-        return {"img_per_s": 130.0 if kw["channels_last"] else 100.0, "target": kw["target"],
-                "cpu_s_per_step": 1.0 if kw["channels_last"] else 1.3}
+        return {"img_per_s": {"hard": 130.0, "ldg-online": 100.0, "ldg-cached": 200.0}[kw["target"]]
+                if kw["channels_last"] else 100.0, "target": kw["target"],
+                "cpu_s_per_step": cost[kw["target"]] if kw["channels_last"] else 1.3}
 
     monkeypatch.setattr(training, "benchmark_training", fake)
     out = _training(BenchConfig(), lambda msg: None)
     assert ("hard", False) in seen and all(nhwc for t, nhwc in seen if (t, nhwc) != ("hard", False))
     assert out["targets"]["hard (nchw)"]["img_per_s"] == 100.0
     assert out["nhwc_vs_nchw_time"] == pytest.approx(1 / 1.3, rel=0.01)   # from CPU time, not wall time
+    # the LDG ratios too: a row whose wall clock was flattered by a quiet moment does not come out cheaper
+    assert out["ldg-online_vs_hard_time"] == pytest.approx(2.5) and out["ldg-cached_vs_hard_time"] == pytest.approx(1.1)
+    assert out["ratios_from"] == "cpu time per step"
 
 
 def test_bench_layout_tool_times_both_layouts_interleaved():
