@@ -112,7 +112,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, meta: ModelMeta | None
 
 
 def _num_outputs(model: nn.Module) -> int:
-    return model.get_classifier().out_features
+    from .models import num_outputs
+
+    return num_outputs(model)
 
 
 def _strip_prefix(state: Mapping[str, Any]) -> dict:

@@ -5,7 +5,7 @@ import torch
 
 from fer_lab import LabelMap, canonical
 from fer_lab.checkpoint import ModelMeta
-from fer_lab.models import create_model, get_cam_target_layer, list_models, model_default_cfg
+from fer_lab.models import create_model, get_cam_target_layer, list_models, model_default_cfg, num_outputs
 from fer_lab.models.registry import IMAGENET_MEAN, IMAGENET_STD, RAFDB_MEAN
 from fer_lab.preprocess import Preprocess
 from fer_lab.complexity import count_params, paper_macs, plain_macs
@@ -136,7 +136,7 @@ def test_created_model_carries_its_registry_config(name):
         (cfg["input_size"], cfg["mean"], cfg["std"], cfg["crop"])
     assert m.preprocess == Preprocess(cfg["input_size"], cfg["mean"], cfg["std"], cfg["grayscale"], cfg["crop"])
     assert m.get_submodule(cfg["classifier"]) is m.get_classifier()
-    assert m.get_classifier().out_features == len(cfg["labels"]) == m.meta.num_classes
+    assert num_outputs(m) == len(cfg["labels"]) == m.meta.num_classes
     assert get_cam_target_layer(m) is m.get_submodule(cfg["cam_layer"])
     # a bare ModelMeta for the architecture takes the same defaults
     fields = ("labels", "input_size", "mean", "std", "grayscale", "crop")

@@ -108,7 +108,9 @@ def model_label_names(model: nn.Module) -> list[str]:
 
 def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "get_classifier"):
-        return int(model.get_classifier().out_features)
+        from ..models import num_outputs
+
+        return num_outputs(model)
     return int(getattr(model, "num_classes"))
 
 

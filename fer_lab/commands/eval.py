@@ -47,6 +47,8 @@ def run(args) -> int:
             row["95% CI"] = f"{lo:.4f} to {hi:.4f}"
     if "accuracy_7class_no_contempt" in res:
         rows.append({"metric": "accuracy_7class_no_contempt", "value": f"{res['accuracy_7class_no_contempt']:.4f}"})
+        rows.append({"metric": "balanced_accuracy_7class_no_contempt",
+                     "value": f"{res['balanced_accuracy_7class_no_contempt']:.4f}"})
     print_table(rows, ["metric", "value"] + (["95% CI"] if ci else []))
     cis = ci.get("per_class_recall") or [None] * len(res["labels"])
     per_class = ", ".join((f"{n} {100 * v:.1f}" + (f" [{100 * c[0]:.0f}-{100 * c[1]:.0f}]" if c else "")) if v is not None

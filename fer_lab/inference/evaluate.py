@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checkpoint import load_model, load_models, split_checkpoint_spec
-from ..metrics import classification_metrics, soft_cross_entropy
+from ..metrics import balanced_accuracy, class_recall, classification_metrics, confusion_matrix, soft_cross_entropy
 
 __all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
 
@@ -101,6 +101,10 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
         keep = labels != meta.labels.index("contempt")
         p7 = probs[keep][:, :7]
         out["accuracy_7class_no_contempt"] = float((p7.argmax(1) == labels[keep]).mean())
+        # the same images and 7-way argmax, balanced: comparable with a 7-class model on the 7-class split
+        cm7 = confusion_matrix(labels[keep], p7.argmax(1), 7)
+        out["balanced_accuracy_7class_no_contempt"] = balanced_accuracy(cm7)
+        out["per_class_accuracy_7class_no_contempt"] = [None if np.isnan(v) else float(v) for v in class_recall(cm7)]
     if return_probs:
         out["probs"], out["targets"] = probs, labels
     if subset is not None:

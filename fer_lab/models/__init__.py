@@ -1,11 +1,12 @@
 """Model zoo: EfficientFace family, LDG ResNets and benchmark peers, created by name."""
-from .registry import create_model, list_models, model_default_cfg, register_model
-from . import efficientface, resnet, mobilenet, tiny  # noqa: F401  (register builders)
+from .registry import create_model, list_models, model_default_cfg, num_outputs, register_model
+from . import efficientface, resnet, mobilenet, tiny, peers  # noqa: F401  (register builders)
 from .efficientface import EfficientFace, LocalFeatureExtractor, ChannelSpatialModulator
 from .resnet import LDGResNet
+from .peers import MiniXception
 
-__all__ = ["create_model", "list_models", "model_default_cfg", "register_model", "EfficientFace",
-           "LocalFeatureExtractor", "ChannelSpatialModulator", "LDGResNet", "get_cam_target_layer"]
+__all__ = ["create_model", "list_models", "model_default_cfg", "num_outputs", "register_model", "EfficientFace",
+           "LocalFeatureExtractor", "ChannelSpatialModulator", "LDGResNet", "MiniXception", "get_cam_target_layer"]
 
 
 def get_cam_target_layer(model):

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..labels import CANONICAL, canonical
 
-__all__ = ["register_model", "create_model", "list_models", "model_default_cfg"]
+__all__ = ["register_model", "create_model", "list_models", "model_default_cfg", "num_outputs"]
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
 _DEFAULT_CFGS: Dict[str, dict] = {}
@@ -51,6 +51,13 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, classifier: st
         return f
 
     return deco(fn) if fn is not None else deco
+
+
+def num_outputs(model: nn.Module) -> int:
+    """The number of classes a model's head produces: a Linear's ``out_features``, or a conv head's
+    ``out_channels`` (mini-Xception's 3x3 conv before the pooling)."""
+    head = model.get_classifier()
+    return int(head.out_features if hasattr(head, "out_features") else head.out_channels)
 
 
 def list_models() -> list[str]:
