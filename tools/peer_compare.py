@@ -22,15 +22,14 @@ import numpy as np
 
 def seven_class(weights: str, root: str, split: str) -> dict:
     """Labels, 7-way predictions and metrics of one checkpoint on the shared 7 classes."""
-    from fer_lab.checkpoint import load_models
     from fer_lab.inference.evaluate import evaluate
     from fer_lab.labels import canonical
     from fer_lab.metrics import balanced_accuracy, class_recall, confusion_matrix
 
-    labels = load_models(weights).meta.labels
-    if list(labels[:7]) != list(canonical(7).names):
-        raise ValueError(f"{weights}: outputs {labels} do not start with the canonical 7 classes")
     ev = evaluate(weights, "ferplus", root, split, return_probs=True)
+    labels = list(ev["labels"])
+    if labels[:7] != list(canonical(7).names):
+        raise ValueError(f"{weights}: outputs {labels} do not start with the canonical 7 classes")
     y, probs = np.asarray(ev["targets"]), np.asarray(ev["probs"])
     if len(labels) == 8:
         keep = y != labels.index("contempt")

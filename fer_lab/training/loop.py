@@ -166,15 +166,12 @@ def teacher_size(teacher) -> int | None:
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """A normalised N x C x H x W batch resized to ``size`` x ``size`` (bilinear; antialiased when it
-    shrinks), keeping its memory format; the batch itself when it is already that size."""
+    shrinks; interpolate keeps a channels-last batch channels-last); the batch itself when it is already
+    that size."""
     if x.shape[-2:] == (size, size):
         return x
-    shrink = size < min(x.shape[-2:])
-    out = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                          antialias=shrink)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=size < min(x.shape[-2:]))
 
 
 def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
