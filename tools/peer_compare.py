@@ -22,7 +22,7 @@ import numpy as np
 
 def seven_class(weights: str, root: str, split: str) -> dict:
     """Labels, 7-way predictions and metrics of one checkpoint on the shared 7 classes."""
-    from fer_lab.inference.evaluate import evaluate
+    from fer_lab.inference.evaluate import evaluate, without_contempt
     from fer_lab.labels import canonical
     from fer_lab.metrics import balanced_accuracy, class_recall, confusion_matrix
 
@@ -32,8 +32,7 @@ def seven_class(weights: str, root: str, split: str) -> dict:
         raise ValueError(f"{weights}: outputs {labels} do not start with the canonical 7 classes")
     y, probs = np.asarray(ev["targets"]), np.asarray(ev["probs"])
     if len(labels) == 8:
-        keep = y != labels.index("contempt")
-        y, probs = y[keep], probs[keep][:, :7]
+        y, probs = without_contempt(probs, y, labels)  # as evaluate's accuracy_7class_no_contempt
     pred = probs.argmax(1)
     cm = confusion_matrix(y, pred, 7)
     return {"weights": weights, "arch": ev["arch"], "classes": len(labels), "y": y, "pred": pred,

@@ -6,7 +6,7 @@ import numpy as np
 from ..checkpoint import load_model, load_models, split_checkpoint_spec
 from ..metrics import balanced_accuracy, class_recall, classification_metrics, confusion_matrix, soft_cross_entropy
 
-__all__ = ["evaluate", "fit_prior_correction", "with_prior_correction"]
+__all__ = ["evaluate", "fit_prior_correction", "with_prior_correction", "without_contempt"]
 
 
 def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "valid", train_split: str = "train",
@@ -50,6 +50,14 @@ def with_prior_correction(weights, prior_correction: dict, out):
     meta = model.meta
     meta.prior_correction = dict(prior_correction)
     return save_model(model, out, meta)
+
+
+def without_contempt(probs, labels, label_names):
+    """An 8-class model read on the 7-class task: the images whose label is not contempt, and the
+    probabilities of the 7 other classes (contempt is the last canonical class), for the argmax over them."""
+    labels = np.asarray(labels)
+    keep = labels != list(label_names).index("contempt")
+    return labels[keep], np.asarray(probs)[keep][:, :7]
 
 
 def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=None, batch_size: int = 256,
@@ -98,11 +106,11 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     if cache.dists is not None:
         out["soft_ce_vs_dist"] = soft_cross_entropy(probs, cache.dists)
     if meta.num_classes == 8 and "contempt" in meta.labels:
-        keep = labels != meta.labels.index("contempt")
-        p7 = probs[keep][:, :7]
-        out["accuracy_7class_no_contempt"] = float((p7.argmax(1) == labels[keep]).mean())
+        y7, p7 = without_contempt(probs, labels, meta.labels)
+        pred7 = p7.argmax(1)
+        out["accuracy_7class_no_contempt"] = float((pred7 == y7).mean())
         # the same images and 7-way argmax, balanced: comparable with a 7-class model on the 7-class split
-        cm7 = confusion_matrix(labels[keep], p7.argmax(1), 7)
+        cm7 = confusion_matrix(y7, pred7, 7)
         out["balanced_accuracy_7class_no_contempt"] = balanced_accuracy(cm7)
         out["per_class_accuracy_7class_no_contempt"] = [None if np.isnan(v) else float(v) for v in class_recall(cm7)]
     if return_probs:
