@@ -68,7 +68,7 @@ def main(argv=None):
     for a in args.archs:
         for k in ("train_step", "infer_batch", "infer_1"):
             nchw, nhwc = (statistics.median(times[(a, k, f)]) * 1000 for f in ("nchw", "nhwc"))
-            rows.append({"arch": a, "what": k, "nchw_cpu_ms": round(nchw, 2), "nhwc_cpu_ms": round(nhwc, 2),
+            rows.append({"arch": a, "what": k, "nchw_cpu_ms": round(nchw, 4), "nhwc_cpu_ms": round(nhwc, 4),
                          "nhwc_vs_nchw": round(nhwc / nchw, 3)})
     if args.json:
         print(json.dumps({"input_size": s, "batch": args.batch, "rounds": args.rounds, "rows": rows}, indent=1))
@@ -76,7 +76,7 @@ def main(argv=None):
         print(f"input {s}px, batch {args.batch}, {args.rounds} rounds, 1 thread, median process CPU time")
         print("| arch | what | NCHW ms | NHWC ms | NHWC / NCHW |\n|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['arch']} | {r['what']} | {r['nchw_cpu_ms']} | {r['nhwc_cpu_ms']} | {r['nhwc_vs_nchw']} |")
+            print(f"| {r['arch']} | {r['what']} | {r['nchw_cpu_ms']:.2f} | {r['nhwc_cpu_ms']:.2f} | {r['nhwc_vs_nchw']} |")
     return rows
 
 
