@@ -39,8 +39,8 @@ class ShippedWeights:
 
 
 SHIPPED_WEIGHTS: dict[str, ShippedWeights] = {w.name: w for w in (
-    ShippedWeights("efficientface-ferplus", "efficientface", "EfficientFace trained on FER+ (8 classes, 96 px gray)"),
-    ShippedWeights("baseline-ferplus", "baseline", "ShuffleNet-V2 baseline trained on FER+ (8 classes, 96 px gray)"),
+    ShippedWeights("efficientface-ferplus", "efficientface", "EfficientFace trained on FER+, 8 classes"),
+    ShippedWeights("baseline-ferplus", "baseline", "ShuffleNet-V2 baseline trained on FER+, 8 classes"),
 )}
 DEFAULT_WEIGHTS = "efficientface-ferplus"
 

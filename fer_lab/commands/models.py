@@ -3,7 +3,7 @@ from . import print_json, print_table
 
 
 def run(args) -> int:
-    from ..checkpoint import list_shipped
+    from ..checkpoint import list_shipped, load_state_dict_file, resolve_weights
     from ..models import create_model, list_models, model_default_cfg
     from ..shipped import SHIPPED_WEIGHTS
 
@@ -14,14 +14,21 @@ def run(args) -> int:
         rows.append({"model": name, "params": sum(p.numel() for p in m.parameters()),
                      "cam_layer": cfg["cam_layer"], "input_size": cfg["input_size"], "paper": cfg["paper"]})
     shipped = list_shipped()
+    details = {}  # what each shipped file records, not a copy of it that can drift when the weights change
+    for name in shipped:
+        _, meta = load_state_dict_file(resolve_weights(name))
+        w = SHIPPED_WEIGHTS.get(name)
+        details[name] = {"description": w.description if w else "", "arch": meta.arch if meta else None,
+                         "input_size": meta.input_size if meta else None,
+                         "grayscale": meta.grayscale if meta else None}
     if args.json:
-        print_json({"models": rows, "shipped_weights": shipped})
+        print_json({"models": rows, "shipped_weights": shipped, "shipped": details})
     else:
         print_table(rows)
         print("\nshipped weights:" + ("" if shipped else " none"))
-        for name in shipped:
-            w = SHIPPED_WEIGHTS.get(name)
-            print(f"  {name}" + (f"  ({w.description})" if w else ""))
+        for name, d in details.items():
+            size = f"{d['input_size']} px{' gray' if d['grayscale'] else ''}" if d["input_size"] else ""
+            print(f"  {name}  ({', '.join(x for x in (d['description'], size) if x)})")
     return 0
 
 
