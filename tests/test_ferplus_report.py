@@ -53,3 +53,34 @@ def test_apply_rule_picks_the_higher_mean_and_needs_both_bars():
     assert v["chosen"] == "s0" and v["ship"] and "validation mean 72.50 >= 72.36" in v["why"]
     v = rule([s1], 72.5, 70.0)
     assert not v["ship"] and "validation mean 72.40 < 72.5" in v["why"]
+
+
+def test_drop_rule_measures_every_framing_condition_on_validation(tmp_path, capsys):
+    from fer_lab.analysis.robustness import FRAMING_CONDITIONS
+
+    report = load_tool("ferplus_report")
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=4)
+    a = _model(tmp_path, 0, tau=1.0)
+    shutil.rmtree(root / "FER2013Test")
+    r = report.rule_scores(a, str(root), all_conditions=True)
+    assert set(r["drops"]) == {f"{k} {s:g}" for k, s in FRAMING_CONDITIONS}
+    assert r["drops"]["tight_crop 0.8"] == pytest.approx(r["accuracy"] - r["tight"])
+    assert r["drops"]["loose_crop 0.2"] == pytest.approx(r["accuracy"] - r["loose"])
+    assert r["worst_drop"] == max(r["drops"].values()) and r["drops"][r["worst_condition"]] == r["worst_drop"]
+    verdict = report.main(["--root", str(root), "--weights", a, "--rule-drop", "0", "100"])
+    out = capsys.readouterr().out
+    assert verdict["ship"] and "worst framing drop" in out and "drop gamma 0.6" in out
+    bar = r["worst_drop"] - 0.01
+    assert report.main(["--root", str(root), "--weights", a, "--rule-drop", "0", f"{bar}"])["ship"] is False
+
+
+def test_apply_drop_rule_fails_on_the_worst_condition_not_the_mean():
+    rule = load_tool("ferplus_report").apply_drop_rule
+    s0 = {"weights": "s0", "mean": 72.6, "drops": {"tight_crop 0.8": 2.5, "loose_crop 0.2": -1.0},
+          "worst_condition": "tight_crop 0.8", "worst_drop": 2.5}
+    v = rule([s0], 72.37, 2.07)
+    assert not v["ship"] and "worst framing drop 2.50 (tight_crop 0.8) > 2.07" in v["why"]
+    v = rule([s0], 72.37, 2.5)
+    assert v["ship"] and v["chosen"] == "s0"
+    v = rule([s0], 72.7, 3.0)
+    assert not v["ship"] and "validation mean 72.60 < 72.7" in v["why"]
