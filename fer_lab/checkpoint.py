@@ -27,7 +27,7 @@ from .labels import LabelMap, canonical
 from .meta import ModelMeta, attach_meta
 from .models import create_model, list_models, model_default_cfg
 
-__all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file",
+__all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file", "read_meta",
            "weights_dir", "list_shipped", "resolve_weights", "atomic_write", "ProbabilityEnsemble",
            "load_models", "split_checkpoint_spec"]
 
@@ -159,6 +159,27 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict, ModelMeta | Non
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} holds no state dict (top-level type {type(obj).__name__})")
     return _strip_prefix(obj), None
+
+
+def read_meta(path: str | os.PathLike) -> ModelMeta | None:
+    """A checkpoint's fer_lab metadata without reading its tensors (the safetensors header only), or
+    ``None`` for a file that carries none (an official ``.pth``/``.tar``, a bare state dict)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return load_state_dict_file(path)[1]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_raw = (f.metadata() or {}).get("fer_lab")
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
+    try:
+        return ModelMeta.from_json(meta_raw) if meta_raw else None
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable fer_lab metadata: {e}") from None
 
 
 def infer_arch(state: Mapping[str, torch.Tensor]) -> str:

@@ -144,3 +144,45 @@ def test_save_model_defaults_to_the_models_own_meta(tmp_path):
     m = create_model("cnn_tiny", labels=["neutral", "happiness", "sadness"])
     loaded = load_model(save_model(m, tmp_path / "t.safetensors"))
     assert loaded.label_map == m.label_map and loaded.preprocess == m.preprocess and _same_outputs(m, loaded)
+
+
+def test_read_meta_reads_the_header_only(tmp_path, monkeypatch):
+    from fer_lab.checkpoint import read_meta
+
+    m = create_model("baseline", num_classes=8)
+    meta = ModelMeta(arch="baseline", labels=canonical(8).to_list(), input_size=96, grayscale=True,
+                     prior_correction={"tau": 0.25, "prior": [0.125] * 8})
+    path = save_model(m, tmp_path / "m.safetensors", meta)
+    import safetensors
+
+    calls = []
+    real = safetensors.safe_open
+
+    class Spy:  # records tensor reads: the metadata must come without any
+        def __init__(self, *a, **k):
+            self._f = real(*a, **k)
+
+        def __enter__(self):
+            f = self._f.__enter__()
+            orig = f.get_tensor
+            self._wrapped = type("W", (), {"metadata": lambda s: f.metadata(), "keys": lambda s: f.keys(),
+                                           "get_tensor": lambda s, k: calls.append(k) or orig(k)})()
+            return self._wrapped
+
+        def __exit__(self, *exc):
+            return self._f.__exit__(*exc)
+
+    monkeypatch.setattr(safetensors, "safe_open", Spy)
+    got = read_meta(path)
+    assert got.arch == "baseline" and got.input_size == 96 and got.grayscale
+    assert got.prior_correction["tau"] == 0.25 and calls == []
+    from fer_lab.checkpoint import load_state_dict_file
+
+    assert load_state_dict_file(path)[1] == got and calls  # the spy sees a full read
+    torch.save(m.state_dict(), tmp_path / "bare.pth")
+    assert read_meta(tmp_path / "bare.pth") is None          # no fer_lab metadata in a bare state dict
+    with pytest.raises(CheckpointError, match="not found"):
+        read_meta(tmp_path / "missing.safetensors")
+    (tmp_path / "trunc.safetensors").write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="trunc.safetensors"):
+        read_meta(tmp_path / "trunc.safetensors")

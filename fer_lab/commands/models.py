@@ -3,7 +3,7 @@ from . import print_json, print_table
 
 
 def run(args) -> int:
-    from ..checkpoint import list_shipped, load_state_dict_file, resolve_weights
+    from ..checkpoint import list_shipped, read_meta, resolve_weights
     from ..models import create_model, list_models, model_default_cfg
     from ..shipped import SHIPPED_WEIGHTS
 
@@ -16,7 +16,7 @@ def run(args) -> int:
     shipped = list_shipped()
     details = {}  # what each shipped file records, not a copy of it that can drift when the weights change
     for name in shipped:
-        _, meta = load_state_dict_file(resolve_weights(name))
+        meta = read_meta(resolve_weights(name))  # the header only: no tensors are read
         w = SHIPPED_WEIGHTS.get(name)
         details[name] = {"description": w.description if w else "", "arch": meta.arch if meta else None,
                          "input_size": meta.input_size if meta else None,
