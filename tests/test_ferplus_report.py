@@ -84,3 +84,26 @@ def test_apply_drop_rule_fails_on_the_worst_condition_not_the_mean():
     assert v["ship"] and v["chosen"] == "s0"
     v = rule([s0], 72.7, 3.0)
     assert not v["ship"] and "validation mean 72.60 < 72.7" in v["why"]
+
+
+def test_against_is_compared_but_never_chosen(tmp_path, capsys):
+    """A candidate with a lower validation mean than the shipped model still ships when it clears the
+    bars: the bars (which may allow a small loss) decide against the shipped model, not a max over both."""
+    report = load_tool("ferplus_report")
+
+    def row(name, mean, worst):
+        return {"weights": name, "tau": 0.0, "accuracy": mean + 4, "balanced": mean - 4, "mean": mean,
+                "drops": {"tight_crop 0.8": worst}, "worst_condition": "tight_crop 0.8", "worst_drop": worst}
+
+    cand, shipped = row("cand", 72.50, 1.55), row("shipped", 72.57, 3.07)
+    v = report.print_rule([cand], 72.37, 2.07, drop=True, against=[shipped])
+    out = capsys.readouterr().out
+    assert v["ship"] and v["chosen"] == "cand" and "| shipped |" in out
+    assert report.print_rule([cand, shipped], 72.37, 2.07, drop=True)["chosen"] == "shipped"  # both candidates
+    # end to end: --against is scored on validation and shown, the candidate decides
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=4)
+    shutil.rmtree(root / "FER2013Test")
+    a, b = _model(tmp_path, 0, tau=1.0), _model(tmp_path, 1)
+    v = report.main(["--root", str(root), "--weights", a, "--against", b, "--rule-drop", "0", "100"])
+    out = capsys.readouterr().out
+    assert v["ship"] and v["chosen"] == a and out.count(".safetensors |") == 2

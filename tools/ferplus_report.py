@@ -11,7 +11,9 @@ app apply) and without it; then test accuracy under the framing / photometric co
 ``fer_lab.analysis.robustness.FRAMING_CONDITIONS`` and the drop from clean (``--framing-split valid``:
 on FER2013Valid, to choose between checkpoints without looking at test; ``--framing-only``: just that
 table; ``--rule MIN_MEAN MIN_FRAMING``: only what a pre-registered shipping rule compares, on
-FER2013Valid, and its verdict).  ``--png-dir`` also writes a row-normalised confusion heat map per checkpoint (needs kaleido +
+FER2013Valid, and its verdict; ``--rule-drop MIN_MEAN MAX_DROP``: the same with the worst drop over every
+framing condition as the framing bar; ``--against``: the shipped model a candidate would replace, shown but
+never chosen).  ``--png-dir`` also writes a row-normalised confusion heat map per checkpoint (needs kaleido +
 Chromium).  Prints markdown.
 """
 from __future__ import annotations
@@ -90,13 +92,19 @@ def apply_drop_rule(scores: list[dict], min_mean: float, max_drop: float) -> dic
                                            f"{best['worst_drop']:.2f} ({best['worst_condition']}) <= {max_drop:g}"}
 
 
-def print_rule(scores: list[dict], min_mean: float, min_framing: float, drop: bool = False) -> dict:
+def print_rule(scores: list[dict], min_mean: float, min_framing: float, drop: bool = False,
+               against: list[dict] = ()) -> dict:
+    """Print the rule's table and verdict. ``scores``: the candidates (one is chosen by its mean);
+    ``against``: the shipped model(s) it would replace, in the table and the paired comparison but
+    never chosen themselves (the bars are what decides against them)."""
+    against = list(against)
+    everything = scores + against
     if drop:
         conds = list(scores[0]["drops"])
         print("| weights | τ | accuracy | balanced | mean | " + " | ".join(f"drop {c}" for c in conds) +
               " | worst drop |   (FER2013Valid, as served)")
         print("|---|---|---|---|---|" + "---|" * (len(conds) + 1))
-        for r in scores:
+        for r in everything:
             print(f"| {r['weights']} | {r['tau']:g} | {r['accuracy']:.2f} | {r['balanced']:.2f} | {r['mean']:.2f} | "
                   + " | ".join(f"{r['drops'][c]:+.2f}" for c in conds) + f" | {r['worst_drop']:+.2f} |")
         verdict = apply_drop_rule(scores, min_mean, min_framing)
@@ -105,14 +113,14 @@ def print_rule(scores: list[dict], min_mean: float, min_framing: float, drop: bo
     else:
         print("| weights | τ | accuracy | balanced | mean | tight 0.8 | loose 0.2 | framing mean |   (FER2013Valid, as served)")
         print("|---|---|---|---|---|---|---|---|")
-        for r in scores:
+        for r in everything:
             print(f"| {r['weights']} | {r['tau']:g} | {r['accuracy']:.2f} | {r['balanced']:.2f} | {r['mean']:.2f} | "
                   f"{r['tight']:.2f} | {r['loose']:.2f} | {r['framing_mean']:.2f} |")
         verdict = apply_rule(scores, min_mean, min_framing)
         print(f"\nrule (mean >= {min_mean:g}, framing mean >= {min_framing:g}): "
               f"{'SHIP' if verdict['ship'] else 'do not ship'} {verdict['chosen']}: {verdict['why']}")
     chosen = next(r for r in scores if r["weights"] == verdict["chosen"])
-    for other in scores:  # how separable the candidates are on these images (informs, does not decide)
+    for other in everything:  # how separable they are on these images (informs, does not decide)
         if other is not chosen and "_preds" in other and "_preds" in chosen:
             from fer_lab.metrics import paired_accuracy_test
 
@@ -147,12 +155,15 @@ def main(argv=None):
     ap.add_argument("--rule-drop", nargs=2, type=float, metavar=("MIN_MEAN", "MAX_DROP"),
                     help="as --rule, but the framing bar is the worst accuracy drop from clean over every framing "
                          "condition (tight/loose crop, grayscale, gamma 0.6/1.6) on FER2013Valid: <= MAX_DROP")
+    ap.add_argument("--against", nargs="+", default=[],
+                    help="with --rule/--rule-drop: the shipped model(s) the candidates would replace, shown and "
+                         "compared but never chosen (without it every --weights entry is a candidate)")
     args = ap.parse_args(argv)
-    if args.rule:
-        return print_rule([rule_scores(w, args.root) for w in args.weights], *args.rule)
-    if args.rule_drop:
-        return print_rule([rule_scores(w, args.root, all_conditions=True) for w in args.weights], *args.rule_drop,
-                          drop=True)
+    if args.rule or args.rule_drop:
+        every = bool(args.rule_drop)
+        score = [rule_scores(w, args.root, all_conditions=every) for w in args.weights]
+        ref = [rule_scores(w, args.root, all_conditions=every) for w in args.against]
+        return print_rule(score, *(args.rule_drop or args.rule), drop=every, against=ref)
 
     rows, framing, names = [], [], None
     for w in args.weights:
