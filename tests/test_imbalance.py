@@ -268,15 +268,23 @@ def test_predict_json_applies_and_reports_the_shipped_correction(capsys):
     import tempfile
     from pathlib import Path
 
+    from fer_lab.checkpoint import save_model
+
     with tempfile.TemporaryDirectory() as d:
         img = Path(d) / "astronaut.png"
         Image.fromarray(astronaut()).save(img)
+        # the shipped baseline with a stored tau of 0.25 (its own is 0 since v5, as EfficientFace's:
+        # their training undoes the prior), written the way `fer-lab prior --out` writes one
+        model = load_model("baseline-ferplus")
+        meta = model.meta
+        assert "prior" in meta.prior_correction
+        meta.prior_correction = {**meta.prior_correction, "tau": 0.25}
+        ck = save_model(model, Path(d) / "baseline-tau.safetensors", meta)
         outs = {}
         for flag in ([], ["--no-prior-correction"]):
-            # the shipped model whose stored tau is not 0 (EfficientFace v2 undoes the prior in training)
-            assert main(["predict", "--json", "--weights", "baseline-ferplus", *flag, str(img)]) == 0
+            assert main(["predict", "--json", "--weights", str(ck), *flag, str(img)]) == 0
             outs[bool(flag)] = json.loads(capsys.readouterr().out)
-    stored = load_model("baseline-ferplus").meta.prior_correction
+        stored = load_model(ck).meta.prior_correction
     assert outs[False]["prior_correction"] == {"tau": stored["tau"], "stored_tau": stored["tau"]} and stored["tau"] > 0
     assert outs[True]["prior_correction"] == {"tau": 0.0, "stored_tau": stored["tau"]}
     labels = outs[False]["labels"]

@@ -204,7 +204,8 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
                                tta.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(tta.predict(images / "astronaut.png", tta_flip=False)[0].probs,
                                shared.predict(images / "astronaut.png")[0].probs, rtol=1e-5, atol=1e-7)
-    # the shipped model on left/right-asymmetric crops (a bright or grey left part of growing width):
+    # the shipped model on left/right-asymmetric crops (a bright or grey left part of growing width, ramps,
+    # off-centre squares):
     # for some of them the mirror image moves the top class, for others not (random weights always say
     # the same class). Which ones depends on the weights (and, at the margin, on the CPU), so the test
     # uses the whole family and asserts that both cases occur.
@@ -214,6 +215,14 @@ def test_tta_flip_per_call_on_a_shared_predictor_and_cams_explain_the_reported_c
         for a in np.linspace(0, 1, 24)[1:-1]:
             crop = np.zeros((64, 64, 3), np.uint8)
             crop[:, : int(64 * a)] = level
+            crops.append(crop)
+    ramp = np.linspace(0, 1, 64)  # horizontal ramps of varying gamma (EfficientFace v6 moves on half of them)
+    crops += [np.repeat(np.repeat((255 * ramp ** g)[None, :, None], 64, 0), 3, 2).astype(np.uint8)
+              for g in np.linspace(0.3, 4, 24)]
+    for y in range(0, 64, 8):  # a bright square on grey, off-centre
+        for x in range(0, 48, 8):
+            crop = np.full((64, 64, 3), 100, np.uint8)
+            crop[y:y + 16, x:x + 16] = 255
             crops.append(crop)
     # PyTorch (pytorch-grad-cam) and ONNX Runtime (closed-form Grad-CAM, the app's serving path)
     backends = ["torch"] + (["onnx"] if importlib.util.find_spec("onnxruntime") else [])
