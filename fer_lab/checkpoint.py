@@ -142,11 +142,7 @@ def load_state_dict_file(path: str | os.PathLike) -> tuple[dict, ModelMeta | Non
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # SafetensorError, truncated header, bad JSON ...
             raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
-        try:
-            meta = ModelMeta.from_json(meta_raw) if meta_raw else None
-        except (ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: unreadable fer_lab metadata: {e}") from None
-        return _strip_prefix(state), meta
+        return _strip_prefix(state), _parse_meta(meta_raw, path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -176,6 +172,10 @@ def read_meta(path: str | os.PathLike) -> ModelMeta | None:
             meta_raw = (f.metadata() or {}).get("fer_lab")
     except Exception as e:
         raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
+    return _parse_meta(meta_raw, path)
+
+
+def _parse_meta(meta_raw: str | None, path: Path) -> ModelMeta | None:
     try:
         return ModelMeta.from_json(meta_raw) if meta_raw else None
     except (ValueError, TypeError) as e:
