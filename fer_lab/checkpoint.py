@@ -128,21 +128,10 @@ def _strip_prefix(state: Mapping[str, Any]) -> dict:
 
 def load_state_dict_file(path: str | os.PathLike) -> tuple[dict, ModelMeta | None]:
     """Read any supported file into (state_dict without prefixes, own metadata or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file is empty: {path}")
+    path = _existing_file(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta_raw = (f.metadata() or {}).get("fer_lab")
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # SafetensorError, truncated header, bad JSON ...
-            raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
-        return _strip_prefix(state), _parse_meta(meta_raw, path)
+        state, meta = _read_safetensors(path)
+        return _strip_prefix(state), meta
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
@@ -163,21 +152,30 @@ def read_meta(path: str | os.PathLike) -> ModelMeta | None:
     path = Path(path)
     if path.suffix != ".safetensors":
         return load_state_dict_file(path)[1]
+    return _read_safetensors(_existing_file(path), tensors=False)[1]
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}")
+    return path
+
+
+def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, ModelMeta | None]:
+    """(tensors, fer_lab metadata) of a safetensors file; ``tensors=False`` reads the header only."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta_raw = (f.metadata() or {}).get("fer_lab")
-    except Exception as e:
+            state = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except Exception as e:  # SafetensorError, truncated header, bad JSON ...
         raise CheckpointError(f"cannot read {path} as safetensors (truncated or not a checkpoint?): {e}") from None
-    return _parse_meta(meta_raw, path)
-
-
-def _parse_meta(meta_raw: str | None, path: Path) -> ModelMeta | None:
     try:
-        return ModelMeta.from_json(meta_raw) if meta_raw else None
+        return state, ModelMeta.from_json(meta_raw) if meta_raw else None
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable fer_lab metadata: {e}") from None
 
