@@ -567,3 +567,28 @@ def test_init_fine_tunes_to_a_new_class_count(tmp_path, arch):
     # two SGD steps move each conv kernel by a small fraction of it; a fresh init would differ by ~100%
     drift = max(float((after[k] - before[k]).norm() / before[k].norm()) for k in convs)
     assert 0 < drift < 0.2, drift
+
+
+def test_blind_run_computes_no_test_number_even_when_the_preset_tracks_test(tmp_path, tiny_data):
+    """blind=true (pre-registered runs): no per-epoch test column, no test in the end summary or the
+    exported checkpoint, and the recorded config says so; the same run without it does score test."""
+    import csv
+
+    import yaml
+
+    preset = load_config("ferplus", ["blind=true"])
+    assert preset.track_test is False and preset.test_split is None
+    seen = {}
+    for blind in (False, True):
+        name = f"blind_{blind}"
+        summary = train(_cfg(tmp_path, name, epochs=2, track_test=True, blind=blind), data=tiny_data)
+        out = tmp_path / name
+        cols = list(csv.DictReader(open(out / "metrics.csv")))[0]
+        meta = load_model(out / "model.safetensors").meta.metrics
+        seen[blind] = ("test_acc" in cols, summary["val_selected"]["test"], summary["last_epoch"]["test"],
+                       meta["test_acc"], "best_on_test_official_protocol" in summary)
+        assert summary["blind"] is blind
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        assert (cfg["blind"], cfg["track_test"]) == (blind, not blind)
+    assert seen[True] == (False, None, None, None, False)
+    assert seen[False][0] and seen[False][1]["accuracy"] is not None and seen[False][3] is not None

@@ -82,6 +82,8 @@ class TrainConfig:
     out_dir: str = "runs/run"
     resume: bool = True
     track_test: bool = False           # also evaluate test every epoch (official protocol: best-on-test, labelled)
+    blind: bool = False                # compute no test number at all (pre-registered runs): switches track_test off
+                                       # and test_split to null, whatever the preset says
     max_steps_per_epoch: int | None = None
     num_threads: int | None = None
     progress: bool = True
@@ -90,6 +92,8 @@ class TrainConfig:
     device_cache: bool | None = None   # keep the whole uint8 train array on the device (default: on CUDA)
 
     def validate(self) -> "TrainConfig":
+        if self.blind:  # a preset's track_test: true / test_split: test must not leak a test number into the run
+            self.track_test, self.test_split = False, None
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; choose from {TARGETS}")
         if self.target in ("ldg-online", "ldg-cached") and not self.teacher:

@@ -362,7 +362,8 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
     torch.manual_seed(cfg.seed)
     train_d = data.get("train") or load_split(cfg, cfg.train_split)
     val_d = data.get("val") if "val" in data else (load_split(cfg, cfg.val_split, False) if cfg.val_split else None)
-    test_d = data.get("test") if "test" in data else (load_split(cfg, cfg.test_split, False) if cfg.test_split else None)
+    test_d = None if cfg.blind else (data.get("test") if "test" in data else
+                                     (load_split(cfg, cfg.test_split, False) if cfg.test_split else None))
     label_map = train_d.label_map
     if len(label_map) != cfg.num_classes:
         raise ValueError(f"dataset has {len(label_map)} classes but num_classes={cfg.num_classes}")
@@ -692,7 +693,7 @@ def _finish(run: Run) -> dict:
     history, best = run.history, run.best
     summary = {
         "config": cfg.to_dict(), "label_map": run.label_map.to_list(), "teacher": run.teacher_info,
-        "best_epoch": best["epoch"], "selected_on": cfg.select_on,
+        "best_epoch": best["epoch"], "selected_on": cfg.select_on, "blind": cfg.blind,
         "val_selected": {"val": _brief(sel_val), "test": _brief(sel_test)},
         "last_epoch": {"test": _brief(last_test)}, "prior_correction": prior_correction,
     }
