@@ -268,9 +268,12 @@ class ProbabilityEnsemble(nn.Module):
     so ``softmax(forward(x))`` is the members' mean probability (a teacher or an evaluation target
     that is an ensemble of seeds or architectures; the paper's LDG idea with a stronger generator).
 
-    All members must agree on what they were trained to read: label map, input size, grayscale and
-    mean/std (one preprocessing serves them all). ``meta`` is the first member's settings, without its
-    post-hoc prior correction, metrics and training config (they describe that member alone)."""
+    All members must agree on what they were trained to read: label map, grayscale and mean/std (one
+    preprocessing serves them all). Their input sizes may differ (a 112 px and a 96 px model): the
+    ensemble then reads the largest size, and each member sees the batch resized to the size it was
+    trained at (bilinear, antialiased when it shrinks), as it would at that size on its own. ``meta`` is
+    the settings of the first member of the largest size, without its post-hoc prior correction, metrics
+    and training config (they describe that member alone)."""
 
     def __init__(self, members: list[nn.Module], served: bool = False):
         super().__init__()
@@ -281,19 +284,23 @@ class ProbabilityEnsemble(nn.Module):
         for m in members[1:]:
             name = getattr(m, "checkpoint_path", type(m).__name__)
             m.meta.label_map.check_compatible(first.meta.label_map, f"ensemble member {name}", "first member")
-            for field_ in ("input_size", "grayscale", "mean", "std"):
+            for field_ in ("grayscale", "mean", "std"):
                 a, b = getattr(m.meta, field_), getattr(first.meta, field_)
                 if (tuple(a) if isinstance(a, (list, tuple)) else a) != (tuple(b) if isinstance(b, (list, tuple)) else b):
                     raise CheckpointError(f"ensemble member {name} has {field_}={a!r}, the first member {b!r}: "
                                           "the members must share one preprocessing")
         self.members = nn.ModuleList(members)
-        # the first member's settings; not its post-hoc prior correction or its metrics, which describe
+        sizes = [int(m.meta.input_size) for m in members]
+        # the ensemble reads the largest input size; smaller members see the batch resized to theirs
+        self.member_sizes = sizes
+        ref = members[sizes.index(max(sizes))]
+        # that member's settings; not its post-hoc prior correction or its metrics, which describe
         # that member alone (an ensemble's raw mean would otherwise be served with one member's tau)
-        self.meta = dataclasses.replace(first.meta, prior_correction={}, metrics={}, train_config={},
+        self.meta = dataclasses.replace(ref.meta, prior_correction={}, metrics={}, train_config={},
                                         source="ensemble:" + ",".join(Path(str(getattr(m, "checkpoint_path", "?"))).name
                                                                       for m in members))
         self.label_map = first.label_map
-        self.preprocess = getattr(first, "preprocess", None)
+        self.preprocess = getattr(ref, "preprocess", None)
         self.checkpoint_paths = [str(getattr(m, "checkpoint_path", "")) for m in members]
         # served=True: each member as it is served, i.e. with its own stored post-hoc prior correction
         # (softmax(log p - tau log prior)) before the mean; False: the members' raw probabilities
@@ -311,9 +318,18 @@ class ProbabilityEnsemble(nn.Module):
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
 
     def forward(self, x):
-        probs = torch.stack([torch.softmax(torch.log_softmax(m(x).float(), dim=1) + s, dim=1)
-                             for m, s in zip(self.members, self.shifts)]).mean(0)
+        probs = torch.stack([torch.softmax(torch.log_softmax(m(_resized(x, size)).float(), dim=1) + s, dim=1)
+                             for m, s, size in zip(self.members, self.shifts, self.member_sizes)]).mean(0)
         return probs.clamp_min(1e-12).log()
+
+
+def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """An N x C x H x W batch at ``size`` x ``size`` (bilinear, antialiased when it shrinks); ``x`` itself
+    when it already is."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                           antialias=size < min(x.shape[-2:]))
 
 
 def split_checkpoint_spec(spec) -> list[str]:

@@ -200,6 +200,24 @@ def test_ensemble_of_checkpoints_averages_probabilities_and_refuses_mismatched_m
         load_models(f"{a},{tmp_path / 'missing.safetensors'}")
 
 
+def test_ensemble_of_members_at_different_input_sizes_reads_the_largest_and_resizes_for_each(tmp_path):
+    """A 112 px and a 96 px model (here 32 and 24) in one ensemble: it reads the larger size, the smaller
+    member sees the batch resized to its own, and the ensemble's settings are the larger member's."""
+    from fer_lab.checkpoint import load_models
+
+    small, big = _saved(tmp_path, "small", 1, input_size=24), _saved(tmp_path, "big", 2)
+    ens = load_models(f"{small},{big}")
+    assert ens.meta.input_size == 32 and ens.preprocess.input_size == 32 and ens.member_sizes == [24, 32]
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x24 = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        want = (torch.softmax(load_model(small)(x24), 1) + torch.softmax(load_model(big)(x), 1)) / 2
+        torch.testing.assert_close(torch.softmax(ens(x), 1), want, rtol=1e-5, atol=1e-6)
+        # not the same as feeding the small member 32 px pixels: the resize is real
+        naive = (torch.softmax(load_model(small)(x), 1) + torch.softmax(load_model(big)(x), 1)) / 2
+        assert not torch.allclose(want, naive, atol=1e-4)
+
+
 def test_ensemble_teacher_trains_a_student_on_the_members_mean_and_records_its_parents(tmp_path, tiny_data,
                                                                                       monkeypatch):
     """teacher=a,b (ldg-cached): the cached targets are the members' mean distribution, and the

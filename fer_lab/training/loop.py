@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
-from ..checkpoint import (CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, ProbabilityEnsemble, resolve_weights, save_model,
+from ..checkpoint import (_resized, CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, ProbabilityEnsemble, resolve_weights, save_model,
                           split_checkpoint_spec)
 from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
@@ -168,10 +168,7 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     """A normalised N x C x H x W batch resized to ``size`` x ``size`` (bilinear; antialiased when it
     shrinks; interpolate keeps a channels-last batch channels-last); the batch itself when it is already
     that size."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                           antialias=size < min(x.shape[-2:]))
+    return _resized(x, size)
 
 
 def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
