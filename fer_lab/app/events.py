@@ -94,7 +94,8 @@ class _Detection:
 
 
 def for_display(img: np.ndarray | None, size: int = DISPLAY_SIZE) -> np.ndarray | None:
-    """Upscale a model-size crop (96 px for the shipped FER+ models) for the page: bicubic, square."""
+    """Upscale a model-size crop (112 px for the shipped EfficientFace, 96 px for the shipped baseline)
+    for the page: bicubic, square."""
     if img is None or img.shape[0] >= size:
         return img
     import cv2
