@@ -28,7 +28,7 @@ from .meta import ModelMeta, attach_meta
 from .models import create_model, list_models, model_default_cfg
 
 __all__ = ["ModelMeta", "CheckpointError", "save_model", "load_model", "load_state_dict_file", "read_meta",
-           "weights_dir", "list_shipped", "resolve_weights", "atomic_write", "ProbabilityEnsemble",
+           "weights_dir", "list_shipped", "resolve_weights", "atomic_write", "ProbabilityEnsemble", "resize_batch",
            "load_models", "split_checkpoint_spec"]
 
 MSCELEB_CLASSES = 12666
@@ -271,7 +271,8 @@ class ProbabilityEnsemble(nn.Module):
     All members must agree on what they were trained to read: label map, grayscale and mean/std (one
     preprocessing serves them all). Their input sizes may differ (a 112 px and a 96 px model): the
     ensemble then reads the largest size, and each member sees the batch resized to the size it was
-    trained at (bilinear, antialiased when it shrinks), as it would at that size on its own. ``meta`` is
+    trained at (bilinear, antialiased when it shrinks; close to, not the same as, its own preprocessing
+    straight from the source image at that size). ``meta`` is
     the settings of the first member of the largest size, without its post-hoc prior correction, metrics
     and training config (they describe that member alone)."""
 
@@ -318,14 +319,15 @@ class ProbabilityEnsemble(nn.Module):
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
 
     def forward(self, x):
-        probs = torch.stack([torch.softmax(torch.log_softmax(m(_resized(x, size)).float(), dim=1) + s, dim=1)
+        probs = torch.stack([torch.softmax(torch.log_softmax(m(resize_batch(x, size)).float(), dim=1) + s, dim=1)
                              for m, s, size in zip(self.members, self.shifts, self.member_sizes)]).mean(0)
         return probs.clamp_min(1e-12).log()
 
 
-def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
-    """An N x C x H x W batch at ``size`` x ``size`` (bilinear, antialiased when it shrinks); ``x`` itself
-    when it already is."""
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A normalised N x C x H x W batch resized to ``size`` x ``size`` (bilinear; antialiased when it
+    shrinks; interpolate keeps a channels-last batch channels-last); the batch itself when it is already
+    that size. One resize for an ensemble's smaller members and for a teacher at its own size."""
     if x.shape[-2:] == (size, size):
         return x
     return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from .augment import augment_batch, batch_generator, eval_batch, sample_params, slice_params
-from ..checkpoint import (_resized, CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, ProbabilityEnsemble, resolve_weights, save_model,
+from ..checkpoint import (CheckpointError, ModelMeta, atomic_write, file_sha1, load_model, load_models, ProbabilityEnsemble, resize_batch, resolve_weights, save_model,
                           split_checkpoint_spec)
 from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
@@ -162,13 +162,6 @@ def teacher_size(teacher) -> int | None:
         return None
     size = getattr(getattr(teacher, "meta", None), "input_size", None)
     return int(size) if size else None
-
-
-def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
-    """A normalised N x C x H x W batch resized to ``size`` x ``size`` (bilinear; antialiased when it
-    shrinks; interpolate keeps a channels-last batch channels-last); the batch itself when it is already
-    that size."""
-    return _resized(x, size)
 
 
 def teacher_input(x: torch.Tensor, mean, std, teacher) -> torch.Tensor:
