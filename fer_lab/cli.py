@@ -10,7 +10,8 @@ import importlib
 import sys
 
 # order = order in --help
-COMMAND_MODULES = ["models", "profile", "data", "train", "distributions", "eval", "prior", "predict", "bench", "export"]
+COMMAND_MODULES = ["models", "profile", "data", "train", "soup", "distributions", "eval", "prior", "predict", "bench",
+                   "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ Runtime and CAM paths, so "TTA" means one thing everywhere.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -99,6 +99,20 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
 
     The model runs in eval mode and is put back into its previous mode afterwards.
     """
+    device = model_device(model) if device is None else torch.device(device)
+    batches = face_batches(model, faces, batch_size=batch_size, device=device, preprocess=preprocess, mean=mean,
+                           std=std, input_size=input_size)
+    return run_batches(model, batches, tta_flip=tta_flip, features=features, device=device, amp=amp,
+                       temperature=temperature)
+
+
+def face_batches(model: nn.Module, faces, *, batch_size: int = 256, device: torch.device | str | None = None,
+                 preprocess: Preprocess | None = None, mean=None, std=None,
+                 input_size: int | None = None) -> Iterator[torch.Tensor]:
+    """The normalised B x 3 x S x S batches :func:`run_model` feeds ``model`` for ``faces`` (same
+    arguments), one at a time: for loops that run the network themselves, e.g.
+    :func:`fer_lab.training.soup.recalibrate_batchnorm`.  Argument errors are raised here, not at the
+    first batch."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(faces, np.ndarray):
@@ -123,8 +137,7 @@ def run_model(model: nn.Module, faces, *, tta_flip: bool = False, features: bool
             u8 = np.array(chunk) if ready else pre.resize_all(chunk)
             yield pre.normalize(torch.from_numpy(u8).to(device))
 
-    return run_batches(model, batches(), tta_flip=tta_flip, features=features, device=device, amp=amp,
-                       temperature=temperature)
+    return batches()
 
 
 @torch.inference_mode()
