@@ -176,3 +176,33 @@ def test_soup_command_writes_a_servable_checkpoint(trained, tmp_path, capsys):
     assert Predictor(soup).prior_tau == rec["tau"]
     assert main(["soup", "--weights", str(b), "--dataset", "synthfer"]) == 1
     assert "at least two" in capsys.readouterr().err
+
+
+def test_recalibration_draws_faces_class_balanced_when_given_labels():
+    """A model trained on class-balanced batches needs statistics of class-balanced batches: with labels
+    the first BatchNorm's mean is the two classes' average, without them the 90/10 mix's."""
+    from fer_lab import create_model
+
+    from fer_lab.meta import attach_meta
+
+    torch.manual_seed(0)
+    model = create_model("cnn_tiny", num_classes=7)
+    model.meta.input_size = SIZE
+    attach_meta(model, model.meta)       # read at 16 px (at 224 px CPU BatchNorm's float32 sums drift by ~5%)
+    faces = np.zeros((400, SIZE, SIZE, 3), np.uint8)
+    labels = np.zeros(400, np.int64)
+    faces[:40], labels[:40] = 255, 1                              # 10% bright faces of class 1
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    per_class = []
+    for cls in (0, 1):                                            # the layer's input mean for each class alone
+        recalibrate_batchnorm(model, faces[labels == cls][:40], batch_size=40)
+        per_class.append(first.running_mean.clone())
+    m0, m1 = per_class
+    recalibrate_batchnorm(model, faces, batch_size=400)
+    torch.testing.assert_close(first.running_mean, 0.9 * m0 + 0.1 * m1, atol=1e-4, rtol=1e-3)
+    n = recalibrate_batchnorm(model, faces, labels=labels, batch_size=400, seed=0)
+    assert n == 400
+    share = float(((first.running_mean - m0) / (m1 - m0))[(m1 - m0).abs() > 1e-3].median())
+    assert 0.4 <= share <= 0.6                                    # ~half of the draws are class 1 (binomial sd 0.025)
+    with pytest.raises(ValueError, match="labels for"):
+        recalibrate_batchnorm(model, faces, labels=labels[:10])

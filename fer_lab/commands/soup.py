@@ -23,7 +23,10 @@ def register(subparsers) -> None:
     p.add_argument("--input-size", type=int, default=None, help="the soup's input size (default: the largest ingredient's)")
     p.add_argument("--max-images", type=int, default=None,
                    help="recalibrate BatchNorm on a random subset of this many training images (default all)")
-    p.add_argument("--no-recalibrate", action="store_true", help="keep the averaged BatchNorm statistics")
+    p.add_argument("--recalibrate", choices=("auto", "balanced", "natural", "none"), default="auto",
+                   help="how the training images are drawn to recompute BatchNorm statistics: balanced (each class "
+                        "equally often, as balanced_sampling=true trained), natural (the split's class mix), auto "
+                        "(balanced when every ingredient was trained with balanced sampling), none (keep the average)")
     p.add_argument("--out", default=None, help="write the soup here (with its tau and the soup record in its metadata)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -39,7 +42,7 @@ def run(args) -> int:
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     soup, record = soup_on_dataset(weights, args.dataset, args.root, method=args.method, split=args.split,
                                    train_split=args.train_split, criterion=args.criterion,
-                                   input_size=args.input_size, recalibrate=not args.no_recalibrate,
+                                   input_size=args.input_size, recalibrate=args.recalibrate,
                                    max_images=args.max_images, log=log)
     if args.out and not record["single_ingredient"]:
         save_model(soup, args.out)

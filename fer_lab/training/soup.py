@@ -23,9 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-__all__ = ["average_state_dicts", "make_soup", "recalibrate_batchnorm", "soup_on_dataset", "SOUP_METHODS"]
+__all__ = ["average_state_dicts", "make_soup", "recalibrate_batchnorm", "soup_on_dataset", "SOUP_METHODS",
+           "RECALIBRATE"]
 
 SOUP_METHODS = ("uniform", "greedy")
+RECALIBRATE = ("auto", "natural", "balanced", "none")
 # settings every ingredient must share: a soup of networks that read different inputs or name
 # different classes is not a soup
 _SHARED = ("arch", "arch_kwargs", "labels", "grayscale", "mean", "std")
@@ -114,15 +116,19 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
     return soup.eval()
 
 
-def recalibrate_batchnorm(model: nn.Module, faces, *, batch_size: int = 256, device=None,
+def recalibrate_batchnorm(model: nn.Module, faces, *, labels=None, batch_size: int = 256, device=None,
                           max_images: int | None = None, seed: int = 0) -> int:
     """Recompute every BatchNorm layer's running mean and variance over ``faces`` (uint8 crops, or
     anything :func:`fer_lab.engine.run_model` reads), preprocessed as the model's own inference does:
     the exact average over all batches (momentum None), as ``torch.optim.swa_utils.update_bn``.
 
-    ``max_images``: a random subset of that many faces (``seed``), for a quicker estimate.  The model
-    is returned to eval mode; returns the number of faces read.  A model without BatchNorm is left as
-    it is (returns 0).
+    ``labels`` (one class index per face): draw the faces class-balanced instead (as many draws as
+    faces, with replacement, ``seed``), the way ``balanced_sampling=true`` fed the network in training.
+    The statistics must describe the batches the network was trained on: FER+'s shipped models were
+    trained on class-balanced batches, and statistics of the natural class mix (2/3 neutral + happiness)
+    move their outputs (measured in docs/results.md, (n)).
+    ``max_images``: that many faces at random (``seed``), for a quicker estimate.  The model is returned
+    to eval mode; returns the number of faces read.  A model without BatchNorm is left as it is (returns 0).
     """
     from torch.optim.swa_utils import update_bn
 
@@ -130,14 +136,24 @@ def recalibrate_batchnorm(model: nn.Module, faces, *, batch_size: int = 256, dev
 
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return 0
-    if max_images is not None:
-        if max_images < 1:
-            raise ValueError(f"max_images must be >= 1, got {max_images}")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    if labels is not None or max_images is not None:
         from ..data.faceset import as_face_set
 
         images = faces if isinstance(faces, np.ndarray) else as_face_set(faces).images
-        if max_images < len(images):
-            idx = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+        rng = np.random.default_rng(seed)
+        if labels is not None:
+            labels = np.asarray(labels, dtype=np.int64).ravel()
+            if len(labels) != len(images):
+                raise ValueError(f"{len(labels)} labels for {len(images)} faces")
+            counts = np.bincount(labels)
+            w = 1.0 / counts[labels]
+            idx = np.sort(rng.choice(len(images), min(len(images), max_images or len(images)), replace=True,
+                                     p=w / w.sum()))
+            faces = np.asarray(images[idx])
+        elif max_images < len(images):
+            idx = np.sort(rng.choice(len(images), max_images, replace=False))
             faces = np.asarray(images[idx])
     n = 0
     device = model_device(model) if device is None else torch.device(device)
@@ -172,7 +188,7 @@ def _score(model: nn.Module, dataset, root, split, train_split, criterion, taus,
 
 def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str = "greedy",
                     train_split: str = "train", split: str = "valid", criterion: str = "mean",
-                    input_size: int | None = None, recalibrate: bool = True, max_images: int | None = None,
+                    input_size: int | None = None, recalibrate: str = "auto", max_images: int | None = None,
                     taus=None, dataset_kwargs: dict | None = None, batch_size: int = 256,
                     log=print) -> tuple[nn.Module, dict]:
     """A soup of ``weights`` chosen and corrected on ``split`` (validation; refused for "test").
@@ -181,8 +197,11 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
     :func:`fer_lab.inference.evaluate.fit_prior_correction` does).  ``uniform``: all of them averaged.
     ``greedy``: ingredients in the order of their scores, each added to the soup if the soup's score
     does not drop (Wortsman et al.'s greedy soup).  Every soup of two or more ingredients has its
-    BatchNorm statistics recomputed on ``train_split`` (``recalibrate``) before it is scored.  Returns
-    the soup, with its chosen τ stored (``meta.prior_correction``), and a record of every step.
+    BatchNorm statistics recomputed on ``train_split`` before it is scored: ``recalibrate`` "natural"
+    (the split's class mix), "balanced" (class-balanced draws, :func:`recalibrate_batchnorm`), "auto"
+    (balanced when every ingredient was trained with ``balanced_sampling``, else natural) or "none"
+    (keep the averaged statistics).  Returns the soup, with its chosen τ stored
+    (``meta.prior_correction``), and a record of every step.
     """
     from ..data import build_cache, build_dataset
 
@@ -193,9 +212,14 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
                          "the test split reports, it does not choose")
     if len(weights) < 2:
         raise ValueError(f"a soup needs at least two checkpoints, got {len(weights)}")
+    if recalibrate not in RECALIBRATE:
+        raise ValueError(f"recalibrate must be one of {RECALIBRATE}, got {recalibrate!r}")
     from ..checkpoint import load_model
 
     models = [load_model(w) for w in weights]
+    if recalibrate == "auto":
+        recalibrate = ("balanced" if all(m.meta.train_config.get("balanced_sampling") for m in models)
+                       else "natural")
     size = int(input_size or max(m.meta.input_size for m in models))
     make_soup(models, input_size=size)  # refuse mismatched ingredients before any scoring
     recal_faces = None
@@ -207,15 +231,17 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
         soup = make_soup([models[i] for i in members], input_size=size)
         soup.meta.train_config["soup"]["ingredients"] = [
             {**ing, "weights": str(weights[i])} for ing, i in zip(soup.meta.train_config["soup"]["ingredients"], members)]
-        if recalibrate:
+        if recalibrate != "none":
             if recal_faces is None:
                 ds = build_dataset(dataset, root, train_split, num_classes=soup.meta.num_classes,
                                    **(dataset_kwargs or {}))
                 recipe = soup.meta.crop.get("train_recipe") or soup.meta.crop.get("recipe", "none")
-                recal_faces = build_cache(ds, size, recipe=recipe, grayscale=soup.meta.grayscale,
-                                          progress=False).images
-            n = recalibrate_batchnorm(soup, recal_faces, batch_size=batch_size, max_images=max_images)
-            soup.meta.train_config["soup"]["bn_recalibrated"] = {"split": f"{dataset}/{train_split}", "images": n}
+                cache = build_cache(ds, size, recipe=recipe, grayscale=soup.meta.grayscale, progress=False)
+                recal_faces = (cache.images, np.asarray(cache.labels) if recalibrate == "balanced" else None)
+            n = recalibrate_batchnorm(soup, recal_faces[0], labels=recal_faces[1], batch_size=batch_size,
+                                      max_images=max_images)
+            soup.meta.train_config["soup"]["bn_recalibrated"] = {"split": f"{dataset}/{train_split}", "images": n,
+                                                                 "draw": recalibrate}
         s = _score(soup, dataset, root, split, train_split, criterion, taus, dataset_kwargs)
         return soup, s
 
@@ -247,6 +273,7 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
         soup.meta.prior_correction = dict(best["prior_correction"])
         soup.meta.prior_correction["selected_on"] = f"{dataset}/{split}"
     record = {"method": method, "criterion": criterion, "split": f"{dataset}/{split}", "input_size": size,
+              "recalibrate": recalibrate,
               "ingredients": [{"weights": str(w), **_public(s)} for w, s in zip(weights, scores)],
               "members": [str(weights[i]) for i in members], "steps": steps, **_public(best),
               "single_ingredient": len(members) == 1}
