@@ -206,3 +206,27 @@ def test_recalibration_draws_faces_class_balanced_when_given_labels():
     assert 0.4 <= share <= 0.6                                    # ~half of the draws are class 1 (binomial sd 0.025)
     with pytest.raises(ValueError, match="labels for"):
         recalibrate_batchnorm(model, faces, labels=labels[:10])
+
+
+def test_save_epochs_keeps_the_trajectory_that_a_constant_schedule_averages(tmp_path):
+    """SWA in two steps: schedule=constant + save_epochs=true writes every epoch's weights; their
+    soup is one servable checkpoint whose weights are the trajectory's mean."""
+    from fer_lab.training.loop import _lr_lambda
+
+    cfg = load_config(None, ["schedule=constant", "warmup_epochs=1", "epochs=4"])
+    f = _lr_lambda(cfg, steps_per_epoch=10)
+    assert [f(i) for i in (0, 4, 9)] == [0.1, 0.5, 1.0] and {f(i) for i in range(10, 40)} == {1.0}
+    data = {"train": _split(256, 41), "val": _split(64, 42), "test": None}
+    over = dict(arch="cnn_tiny", num_classes=7, input_size=SIZE, epochs=3, batch_size=64, lr=0.05,
+                schedule="constant", warmup_epochs=0, progress=False, num_threads=1, resume=False, target="hard",
+                test_split=None, save_epochs=True, out_dir=str(tmp_path / "swa"))
+    train(load_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in over.items()]),
+          data=data)
+    files = sorted((tmp_path / "swa" / "epochs").glob("epoch_*.safetensors"))
+    assert [p.name for p in files] == ["epoch_001.safetensors", "epoch_002.safetensors", "epoch_003.safetensors"]
+    epochs = [load_model(p) for p in files]
+    assert [m.meta.metrics["epoch"] for m in epochs] == [1, 2, 3]
+    w = [m.state_dict()["fc.weight"] for m in epochs]
+    assert not torch.equal(w[0], w[2])                              # the weights moved between epochs
+    swa = make_soup(files)
+    torch.testing.assert_close(swa.state_dict()["fc.weight"], sum(w) / 3)

@@ -68,7 +68,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
-    schedule: str = "step"             # step | cosine | onecycle
+    schedule: str = "step"             # step | cosine | onecycle | constant (after warm-up; SWA's)
     step_size: int = 10
     gamma: float = 0.1
     warmup_epochs: int = 0
@@ -84,6 +84,7 @@ class TrainConfig:
     track_test: bool = False           # also evaluate test every epoch (official protocol: best-on-test, labelled)
     blind: bool = False                # compute no test number at all (pre-registered runs): switches track_test off
                                        # and test_split to null, whatever the preset says
+    save_epochs: bool = False          # also write epochs/epoch_NNN.safetensors after every epoch (weight averaging: fer-lab soup)
     max_steps_per_epoch: int | None = None
     num_threads: int | None = None
     progress: bool = True
@@ -98,7 +99,7 @@ class TrainConfig:
             raise ValueError(f"unknown target {self.target!r}; choose from {TARGETS}")
         if self.target in ("ldg-online", "ldg-cached") and not self.teacher:
             raise ValueError(f"target {self.target!r} needs teacher=<LDG checkpoint>")
-        if self.schedule not in ("step", "cosine", "onecycle"):
+        if self.schedule not in ("step", "cosine", "onecycle", "constant"):
             raise ValueError(f"unknown schedule {self.schedule!r}")
         if self.loss_reduction not in ("paper", "mean"):
             raise ValueError("loss_reduction must be 'paper' or 'mean'")

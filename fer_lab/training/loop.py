@@ -96,6 +96,8 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
             return (it + 1) / warm
         if cfg.schedule == "step":
             return cfg.gamma ** ((it // steps_per_epoch) // cfg.step_size)
+        if cfg.schedule == "constant":  # SWA's: a trajectory to average (save_epochs + fer-lab soup)
+            return 1.0
         t = (it - warm) / max(1, total - warm)
         if cfg.schedule == "cosine":
             return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
@@ -599,7 +601,8 @@ def train(cfg: TrainConfig, *, data: dict | None = None) -> dict:
 
     ``data`` may pass pre-loaded splits ({"train": SplitData, ...}) instead of the dataset layer.
     Writes into ``cfg.out_dir``: config.yaml, metrics.csv, last.pt (resume state), best.safetensors
-    (selected on validation), model.safetensors (final export = best), summary.json.
+    (selected on validation), model.safetensors (final export = best), summary.json; with
+    ``save_epochs`` also epochs/epoch_NNN.safetensors after every epoch.
     """
     cfg.validate()
     info = init_distributed("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu")
@@ -632,6 +635,11 @@ def _train(cfg: TrainConfig, info: DistInfo, data: dict) -> dict:
                 run.best = {"score": score, "epoch": epoch + 1, "metric": cfg.select_on}
                 save_model(model_for_export(run.model), run.out / "best.safetensors",
                            _meta(cfg, run.label_map, run.mean, run.std, {"selected_on": "val" if vm else "train", **row},
+                                 provenance=run.provenance))
+            if cfg.save_epochs:  # the trajectory, for weight averaging (fer-lab soup --method uniform: SWA)
+                (run.out / "epochs").mkdir(exist_ok=True)
+                save_model(model_for_export(run.model), run.out / "epochs" / f"epoch_{epoch + 1:03d}.safetensors",
+                           _meta(cfg, run.label_map, run.mean, run.std, {"epoch": epoch + 1, **row},
                                  provenance=run.provenance))
             _append_csv(run.out / "metrics.csv", row)
             if tb is not None:
