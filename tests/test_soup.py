@@ -144,7 +144,10 @@ def test_greedy_soup_keeps_a_near_copy_and_drops_an_ingredient_from_another_basi
     assert len(rec["members"]) == 2 and not rec["single_ingredient"]
     assert rec["score"] >= max(scores[str(a)], scores[str(b)])      # greedy never ends below its best ingredient
     assert soup.meta.prior_correction["selected_on"] == "synthfer/valid"
-    assert soup.meta.train_config["soup"]["bn_recalibrated"]["images"] == 400
+    # trained on the natural class mix, so "auto" recalibrates on it
+    assert rec["recalibrate"] == "natural" and soup.meta.train_config["balanced_sampling"] is False
+    assert soup.meta.train_config["soup"]["bn_recalibrated"] == {"split": "synthfer/train", "images": 400,
+                                                                 "draw": "natural"}
     assert len(logs) == 5                                           # 3 ingredients + 2 greedy steps
     # the uniform soup of all three includes the stranger and is worse than the greedy one
     _, uni = soup_on_dataset([str(c), str(a), str(b)], "synthfer", method="uniform", dataset_kwargs=DATA_KW,
@@ -161,17 +164,24 @@ def test_soup_command_writes_a_servable_checkpoint(trained, tmp_path, capsys):
     from fer_lab.inference import Predictor
 
     model, data, _ = trained
-    near = copy.deepcopy(model)
-    with torch.no_grad():
-        for p in near.parameters():
-            p.mul_(1.001)
-    b = save_model(near, tmp_path / "near.safetensors")
+    paths = []
+    for i, scale in enumerate((1.0, 1.001)):       # two ingredients "trained with balanced sampling"
+        m = copy.deepcopy(model)
+        m.meta.train_config["balanced_sampling"] = True
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(scale)
+        paths.append(str(save_model(m, tmp_path / f"ing{i}.safetensors")))
+    b = paths[1]
     out = tmp_path / "soup.safetensors"
-    assert main(["soup", "--weights", f"{model.checkpoint_path},{b}", "--dataset", "synthfer", "--method",
+    assert main(["soup", "--weights", ",".join(paths), "--dataset", "synthfer", "--method",
                  "uniform", "--out", str(out), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert rec["out"] == str(out) and len(rec["members"]) == 2 and 0 <= rec["accuracy"] <= 1
+    assert rec["recalibrate"] == "balanced"        # auto: the ingredients' own sampling
     soup = load_model(out)
+    assert soup.meta.train_config["soup"]["bn_recalibrated"]["draw"] == "balanced"
+    assert soup.meta.train_config["balanced_sampling"] is True
     assert soup.meta.prior_correction["tau"] == rec["tau"]          # the engine applies the soup's own tau
     assert Predictor(soup).prior_tau == rec["tau"]
     assert main(["soup", "--weights", str(b), "--dataset", "synthfer"]) == 1

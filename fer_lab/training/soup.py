@@ -81,7 +81,8 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
     otherwise); their input sizes may differ (a convolutional network with global pooling reads any
     size): the soup reads ``input_size`` (default the largest).  The metadata is the first
     ingredient's, without its metrics or prior correction (both belong to that checkpoint, not to
-    the soup); ``meta.train_config["soup"]`` lists the ingredients and coefficients.  BatchNorm
+    the soup); ``meta.train_config["soup"]`` lists the ingredients and coefficients, and
+    ``meta.train_config["balanced_sampling"]`` says whether every ingredient was trained class-balanced.  BatchNorm
     statistics are the plain average: call :func:`recalibrate_batchnorm` before trusting the soup.
     """
     from ..checkpoint import file_sha1, load_model
@@ -110,8 +111,10 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
                             "input_size": m.meta.input_size})
     n = len(models)
     coef = [1.0 / n] * n if coefficients is None else [float(v) / float(np.sum(coefficients)) for v in coefficients]
-    meta.train_config = {"soup": {"ingredients": ingredients, "coefficients": coef,
-                                  "bn_recalibrated": False}}
+    # balanced_sampling survives (all ingredients had it, or not): recalibrate="auto" reads it, e.g. for a
+    # soup of soups
+    meta.train_config = {"soup": {"ingredients": ingredients, "coefficients": coef, "bn_recalibrated": False},
+                         "balanced_sampling": all(bool(m.meta.train_config.get("balanced_sampling")) for m in models)}
     attach_meta(soup, meta)
     return soup.eval()
 
