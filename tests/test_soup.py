@@ -198,7 +198,9 @@ def test_recalibration_draws_faces_class_balanced_when_given_labels():
     torch.manual_seed(0)
     model = create_model("cnn_tiny", num_classes=7)
     model.meta.input_size = SIZE
-    attach_meta(model, model.meta)       # read at 16 px (at 224 px CPU BatchNorm's float32 sums drift by ~5%)
+    # read at 16 px: at the registry's 224 px one batch is 20 M values per channel, where one-thread
+    # channels-last CPU BatchNorm's float32 running mean drifts by ~10% (torch 2.14; 3e-5 at 0.8 M values)
+    attach_meta(model, model.meta)
     faces = np.zeros((400, SIZE, SIZE, 3), np.uint8)
     labels = np.zeros(400, np.int64)
     faces[:40], labels[:40] = 255, 1                              # 10% bright faces of class 1
