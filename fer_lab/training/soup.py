@@ -15,8 +15,6 @@ training images (``torch.optim.swa_utils.update_bn``, the SWA recipe).
 from __future__ import annotations
 
 import copy
-import tempfile
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -174,21 +172,6 @@ def recalibrate_batchnorm(model: nn.Module, faces, *, labels=None, batch_size: i
     return n
 
 
-def _score(model: nn.Module, dataset, root, split, train_split, criterion, taus, dataset_kwargs) -> dict:
-    """Fit the prior correction of ``model`` on ``split`` and return it with the selected row's numbers."""
-    from ..checkpoint import save_model
-    from ..inference.evaluate import fit_prior_correction
-
-    with tempfile.TemporaryDirectory(prefix="fer_lab_soup_") as tmp:
-        path = Path(tmp) / "model.safetensors"
-        save_model(model, path)
-        pc = fit_prior_correction(str(path), dataset, root, split=split, train_split=train_split,
-                                  criterion=criterion, taus=taus, dataset_kwargs=dataset_kwargs)
-    row = next(r for r in pc["sweep"] if r["tau"] == pc["tau"])
-    return {"prior_correction": pc, "score": row["score"], "accuracy": row["accuracy"],
-            "balanced_accuracy": row["balanced_accuracy"], "tau": pc["tau"]}
-
-
 def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str = "greedy",
                     train_split: str = "train", split: str = "valid", criterion: str = "mean",
                     input_size: int | None = None, recalibrate: str = "auto", max_images: int | None = None,
@@ -196,8 +179,8 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
                     log=print) -> tuple[nn.Module, dict]:
     """A soup of ``weights`` chosen and corrected on ``split`` (validation; refused for "test").
 
-    Each ingredient is scored first (its own input size, τ fitted by ``criterion`` as
-    :func:`fer_lab.inference.evaluate.fit_prior_correction` does).  ``uniform``: all of them averaged.
+    Each ingredient is scored first (its own input size, raw probabilities, τ fitted by ``criterion`` on the
+    prior of ``train_split``, as ``fer-lab prior`` and the trainer's ``posthoc_prior`` do).  ``uniform``: all of them averaged.
     ``greedy``: ingredients in the order of their scores, each added to the soup if the soup's score
     does not drop (Wortsman et al.'s greedy soup).  Every soup of two or more ingredients has its
     BatchNorm statistics recomputed on ``train_split`` before it is scored: ``recalibrate`` "natural"
@@ -207,6 +190,8 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
     (``meta.prior_correction``), and a record of every step.
     """
     from ..data import build_cache, build_dataset
+    from ..engine import run_model
+    from ..metrics import PRIOR_TAUS, fit_prior_correction_from_probs
 
     if method not in SOUP_METHODS:
         raise ValueError(f"method must be one of {SOUP_METHODS}, got {method!r}")
@@ -224,33 +209,54 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
         recalibrate = ("balanced" if all(m.meta.train_config.get("balanced_sampling") for m in models)
                        else "natural")
     size = int(input_size or max(m.meta.input_size for m in models))
-    make_soup(models, input_size=size)  # refuse mismatched ingredients before any scoring
-    recal_faces = None
+    ref = make_soup(models, input_size=size).meta  # refuse mismatched ingredients before any scoring
+    recipe = ref.crop.get("train_recipe") or ref.crop.get("recipe", "none")
+    taus = PRIOR_TAUS if taus is None else tuple(float(t) for t in taus)
+    caches: dict = {}
+
+    def split_cache(name: str, px: int):
+        """The split's dataset and its crops at ``px``, cropped as evaluation crops them (built once)."""
+        if (name, px) not in caches:
+            ds = build_dataset(dataset, root, name, num_classes=ref.num_classes, **(dataset_kwargs or {}))
+            ref.label_map.check_compatible(ds.label_map, f"checkpoint {weights[0]}", f"dataset {dataset}/{name}")
+            caches[name, px] = ds, build_cache(ds, px, recipe=recipe, grayscale=ref.grayscale, progress=False)
+        return caches[name, px]
+
+    counts = split_cache(train_split, size)[0].class_counts()
+    prior = np.array([counts[k] for k in ref.labels], dtype=np.float64)
+    if (prior == 0).any():
+        raise ValueError(f"{dataset}/{train_split} has no images of {[k for k in ref.labels if not counts[k]]}: "
+                         "cannot estimate the prior the models learned")
+
+    def score(model: nn.Module) -> dict:
+        """τ fitted on ``split`` by ``criterion`` (as fer-lab prior / the trainer's posthoc_prior), and its row."""
+        meta = model.meta
+        cache = split_cache(split, meta.input_size)[1]
+        probs = run_model(model, cache.images, batch_size=batch_size, mean=meta.mean, std=meta.std,
+                          input_size=meta.input_size)
+        pc = fit_prior_correction_from_probs(probs, np.asarray(cache.labels), prior, criterion, f"{dataset}/{split}",
+                                             taus)
+        row = next(r for r in pc["sweep"] if r["tau"] == pc["tau"])
+        return {"prior_correction": pc, "score": row["score"], "accuracy": row["accuracy"],
+                "balanced_accuracy": row["balanced_accuracy"], "tau": pc["tau"]}
 
     def build(members: list[int]) -> tuple[nn.Module, dict]:
-        nonlocal recal_faces
         if len(members) == 1:
             return models[members[0]], scores[members[0]]
         soup = make_soup([models[i] for i in members], input_size=size)
         soup.meta.train_config["soup"]["ingredients"] = [
             {**ing, "weights": str(weights[i])} for ing, i in zip(soup.meta.train_config["soup"]["ingredients"], members)]
         if recalibrate != "none":
-            if recal_faces is None:
-                ds = build_dataset(dataset, root, train_split, num_classes=soup.meta.num_classes,
-                                   **(dataset_kwargs or {}))
-                recipe = soup.meta.crop.get("train_recipe") or soup.meta.crop.get("recipe", "none")
-                cache = build_cache(ds, size, recipe=recipe, grayscale=soup.meta.grayscale, progress=False)
-                recal_faces = (cache.images, np.asarray(cache.labels) if recalibrate == "balanced" else None)
-            n = recalibrate_batchnorm(soup, recal_faces[0], labels=recal_faces[1], batch_size=batch_size,
-                                      max_images=max_images)
+            ds, cache = split_cache(train_split, size)
+            labels = np.asarray(cache.labels) if recalibrate == "balanced" else None
+            n = recalibrate_batchnorm(soup, cache.images, labels=labels, batch_size=batch_size, max_images=max_images)
             soup.meta.train_config["soup"]["bn_recalibrated"] = {"split": f"{dataset}/{train_split}", "images": n,
                                                                  "draw": recalibrate}
-        s = _score(soup, dataset, root, split, train_split, criterion, taus, dataset_kwargs)
-        return soup, s
+        return soup, score(soup)
 
     scores = []
     for w, m in zip(weights, models):
-        s = _score(m, dataset, root, split, train_split, criterion, taus, dataset_kwargs)
+        s = score(m)
         scores.append(s)
         log(f"ingredient {w}: {split} accuracy {100 * s['accuracy']:.2f}, balanced {100 * s['balanced_accuracy']:.2f}, "
             f"{criterion} score {100 * s['score']:.2f} (tau {s['tau']:g})")
@@ -274,7 +280,6 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
                 members, soup, best = members + [i], cand, s
     if len(members) > 1:
         soup.meta.prior_correction = dict(best["prior_correction"])
-        soup.meta.prior_correction["selected_on"] = f"{dataset}/{split}"
     record = {"method": method, "criterion": criterion, "split": f"{dataset}/{split}", "input_size": size,
               "recalibrate": recalibrate,
               "ingredients": [{"weights": str(w), **_public(s)} for w, s in zip(weights, scores)],
