@@ -80,6 +80,7 @@ def test_make_soup_averages_checkpoints_and_refuses_mismatched_ones(tmp_path):
     rec = soup.meta.train_config["soup"]
     assert [i["input_size"] for i in rec["ingredients"]] == [16, 24] and rec["coefficients"] == [0.5, 0.5]
     assert rec["ingredients"][0]["sha1"] and soup.meta.prior_correction == {}
+    assert getattr(soup, "checkpoint_path", None) is None          # not the first ingredient's file
     # the soup is an ordinary checkpoint: it saves and loads with its record
     again = load_model(save_model(soup, tmp_path / "soup.safetensors"))
     assert again.meta.train_config["soup"]["coefficients"] == [0.5, 0.5]

@@ -80,8 +80,8 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
     size): the soup reads ``input_size`` (default the largest).  The metadata is the first
     ingredient's, without its metrics or prior correction (both belong to that checkpoint, not to
     the soup); ``meta.train_config["soup"]`` lists the ingredients and coefficients, and
-    ``meta.train_config["balanced_sampling"]`` says whether every ingredient was trained class-balanced.  BatchNorm
-    statistics are the plain average: call :func:`recalibrate_batchnorm` before trusting the soup.
+    ``meta.train_config["balanced_sampling"]`` says whether every ingredient was trained class-balanced.
+    BatchNorm statistics are the plain average: call :func:`recalibrate_batchnorm` before trusting the soup.
     """
     from ..checkpoint import file_sha1, load_model
     from ..meta import attach_meta
@@ -99,6 +99,7 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
     state = average_state_dicts([m.state_dict() for m in models], coefficients)
     soup = copy.deepcopy(models[0])
     soup.load_state_dict(state)
+    soup.__dict__.pop("checkpoint_path", None)  # the copy is not the first ingredient's file
     meta = copy.deepcopy(ref)
     meta.input_size = int(input_size or max(m.meta.input_size for m in models))
     meta.metrics, meta.prior_correction = {}, {}
@@ -180,7 +181,8 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
     """A soup of ``weights`` chosen and corrected on ``split`` (validation; refused for "test").
 
     Each ingredient is scored first (its own input size, raw probabilities, τ fitted by ``criterion`` on the
-    prior of ``train_split``, as ``fer-lab prior`` and the trainer's ``posthoc_prior`` do).  ``uniform``: all of them averaged.
+    prior of ``train_split``, as ``fer-lab prior`` and the trainer's ``posthoc_prior`` do).
+    ``uniform``: all of them averaged.
     ``greedy``: ingredients in the order of their scores, each added to the soup if the soup's score
     does not drop (Wortsman et al.'s greedy soup).  Every soup of two or more ingredients has its
     BatchNorm statistics recomputed on ``train_split`` before it is scored: ``recalibrate`` "natural"
@@ -247,7 +249,7 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
         soup.meta.train_config["soup"]["ingredients"] = [
             {**ing, "weights": str(weights[i])} for ing, i in zip(soup.meta.train_config["soup"]["ingredients"], members)]
         if recalibrate != "none":
-            ds, cache = split_cache(train_split, size)
+            cache = split_cache(train_split, size)[1]
             labels = np.asarray(cache.labels) if recalibrate == "balanced" else None
             n = recalibrate_batchnorm(soup, cache.images, labels=labels, batch_size=batch_size, max_images=max_images)
             soup.meta.train_config["soup"]["bn_recalibrated"] = {"split": f"{dataset}/{train_split}", "images": n,
