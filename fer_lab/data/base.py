@@ -196,6 +196,17 @@ class FERDataset:
         counts = np.bincount(self.labels, minlength=self.num_classes)
         return {n: int(c) for n, c in zip(self.label_map, counts)}
 
+    def class_prior(self, labels) -> np.ndarray:
+        """This split's label frequencies in the order of ``labels`` (a model's class names), float64
+        summing to 1: the prior a model trained on it learned (post-hoc prior correction).  Refused when
+        a class has no image: its prior, and the correction, would be undefined."""
+        counts = self.class_counts()
+        prior = np.array([counts[k] for k in labels], dtype=np.float64)
+        if (prior == 0).any():
+            raise ValueError(f"{self.name}/{self.split} has no images of {[k for k in labels if not counts[k]]}: "
+                             "cannot estimate the prior the model learned")
+        return prior / prior.sum()
+
     def load_image(self, i: int) -> np.ndarray:
         """Decode record ``i`` -> HxWx3 uint8 RGB, cropped to its face box when it has one."""
         return self.read_record(self.records[i])

@@ -28,11 +28,7 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     ensemble = len(split_checkpoint_spec(weights)) > 1
     train = build_dataset(dataset, root, train_split, num_classes=model.meta.num_classes, **(dataset_kwargs or {}))
     model.meta.label_map.check_compatible(train.label_map, f"checkpoint {weights}", f"dataset {dataset}/{train_split}")
-    counts = train.class_counts()
-    prior = np.array([counts[k] for k in model.meta.labels], dtype=np.float64)
-    if (prior == 0).any():
-        raise ValueError(f"{dataset}/{train_split} has no images of {[k for k, c in counts.items() if not c]}: "
-                         "cannot estimate the prior the model learned")
+    prior = train.class_prior(model.meta.labels)
     res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
                    return_probs=True, prior_correction=ensemble)
     pc = fit_prior_correction_from_probs(res["probs"], res["targets"], prior, criterion, f"{dataset}/{split}",

@@ -224,11 +224,7 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
             caches[name, px] = ds, build_cache(ds, px, recipe=recipe, grayscale=ref.grayscale, progress=False)
         return caches[name, px]
 
-    counts = split_cache(train_split, size)[0].class_counts()
-    prior = np.array([counts[k] for k in ref.labels], dtype=np.float64)
-    if (prior == 0).any():
-        raise ValueError(f"{dataset}/{train_split} has no images of {[k for k in ref.labels if not counts[k]]}: "
-                         "cannot estimate the prior the models learned")
+    prior = split_cache(train_split, size)[0].class_prior(ref.labels)
 
     def score(model: nn.Module) -> dict:
         """τ fitted on ``split`` by ``criterion`` (as fer-lab prior / the trainer's posthoc_prior), and its row."""
