@@ -44,9 +44,9 @@ def run(args) -> int:
                                    train_split=args.train_split, criterion=args.criterion,
                                    input_size=args.input_size, recalibrate=args.recalibrate,
                                    max_images=args.max_images, log=log)
-    if args.out and not record["single_ingredient"]:
-        save_model(soup, args.out)
     record["out"] = args.out if args.out and not record["single_ingredient"] else None
+    if record["out"]:
+        save_model(soup, record["out"])
     if args.json:
         print_json(record)
         return 0

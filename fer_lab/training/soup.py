@@ -72,6 +72,17 @@ def _describe(w) -> str:
     return getattr(w, "checkpoint_path", None) or str(w)
 
 
+def _check_ingredients(weights: Sequence, models: Sequence[nn.Module]) -> None:
+    """Refuse ingredients whose architecture, class names or preprocessing differ from the first's."""
+    ref = models[0].meta
+    for w, m in zip(weights[1:], models[1:]):
+        for key in _SHARED:
+            a, b = getattr(ref, key), getattr(m.meta, key)
+            if (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
+                raise ValueError(f"cannot average {_describe(w)} with {_describe(weights[0])}: {key} differs "
+                                 f"({b!r} vs {a!r})")
+
+
 def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = None) -> nn.Module:
     """Average checkpoints (paths, shipped names or loaded models) into one model, in eval mode.
 
@@ -89,13 +100,8 @@ def make_soup(weights: Sequence, coefficients=None, *, input_size: int | None = 
     if not weights:
         raise ValueError("make_soup: no checkpoints given")
     models = [w if isinstance(w, nn.Module) else load_model(w) for w in weights]
+    _check_ingredients(weights, models)
     ref = models[0].meta
-    for w, m in zip(weights[1:], models[1:]):
-        for key in _SHARED:
-            a, b = getattr(ref, key), getattr(m.meta, key)
-            if (list(a) if isinstance(a, tuple) else a) != (list(b) if isinstance(b, tuple) else b):
-                raise ValueError(f"cannot average {_describe(w)} with {_describe(weights[0])}: {key} differs "
-                                 f"({b!r} vs {a!r})")
     state = average_state_dicts([m.state_dict() for m in models], coefficients)
     soup = copy.deepcopy(models[0])
     soup.load_state_dict(state)
@@ -211,7 +217,8 @@ def soup_on_dataset(weights: Sequence, dataset: str, root=None, *, method: str =
         recalibrate = ("balanced" if all(m.meta.train_config.get("balanced_sampling") for m in models)
                        else "natural")
     size = int(input_size or max(m.meta.input_size for m in models))
-    ref = make_soup(models, input_size=size).meta  # refuse mismatched ingredients before any scoring
+    _check_ingredients(weights, models)  # refuse mismatched ingredients before any scoring
+    ref = models[0].meta  # what every ingredient shares: labels, crop, grayscale, normalisation
     recipe = ref.crop.get("train_recipe") or ref.crop.get("recipe", "none")
     taus = PRIOR_TAUS if taus is None else tuple(float(t) for t in taus)
     caches: dict = {}
