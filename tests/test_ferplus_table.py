@@ -36,12 +36,15 @@ def test_phase_runs_route_the_overrides_to_the_right_runs():
 
 def test_device_script_recipe_is_v4s_and_parses():
     """The defaults the GPU script passes are accepted by the config parser, for every run, and are the recipe of
-    the shipped EfficientFace v4 (balanced sampling, a served teacher, the zoom of v6, 0.45-2.0), selected on the validation mean
+    the shipped EfficientFace v4 (balanced sampling, a served teacher) with v7's framing (zoom 0.35-2.4 at 112 px), selected on the validation mean
     of accuracy and balanced accuracy as the 96 px CPU fine-tunes are."""
     t = load_tool("ferplus_table")
     recipe, ldg = _script_default("RECIPE"), _script_default("LDG_RECIPE")
     assert "balanced_sampling=true" in recipe and "select_on=mean" in recipe and "select_on=mean" in ldg
-    assert "augment.scale=[0.45,2.0]" in recipe
+    assert "augment.scale=[0.35,2.4]" in recipe
+    assert not any(o.startswith("input_size=") for o in recipe)  # the preset's 112 px, v7's size
+    from fer_lab.training import load_config
+    assert load_config("ferplus", []).input_size == 112
     assert not any(o.startswith("logit_adjust=") for o in recipe)  # sampling and logit adjustment correct twice
     assert re.search(r"^SERVED=\$\{SERVED---teacher-served\}", SCRIPT, re.M)
     names = t.check_overrides([0, 1, 2], ["root=/nowhere", "progress=false"], recipe, ldg, teacher_served=True)

@@ -10,10 +10,10 @@ echo "unpacked in $(( $(date +%s) - t0 ))s"
 # the students use the recipe of the shipped CPU EfficientFace v4 (docs/results.md, "Every class"), from scratch:
 # class-balanced sampling (no train-time logit adjustment: with balanced sampling it corrects twice), selection on
 # the validation mean of accuracy and balanced accuracy (as the 96 px CPU fine-tunes), a post-hoc prior tau stored in the checkpoint, framing + photometric augmentation
-# with the zoom 0.45-2.0 of the face area (the shipped v6; v4: 0.6-2.4); the phase-B students learn the ResNet-50 LDG *as served* (its own stored
+# with the zoom 0.35-2.4 of the face area at the preset's 112 px (the shipped v7; v6: 0.45-2.0, v4: 0.6-2.4); the phase-B students learn the ResNet-50 LDG *as served* (its own stored
 # prior correction applied), as v4 learns its served ensemble. The LDG trains on hard labels (the paper's) with
 # the same selection and a stored tau. RECIPE= / LDG_RECIPE= override; SERVED= (empty) learns the raw LDG.
-RECIPE=${RECIPE-"balanced_sampling=true select_on=mean posthoc_prior=mean augment.scale=[0.45,2.0] augment.ratio=[0.87,1.15] augment.translate=0.1 augment.rotate=12 augment.erase_p=0.2 augment.gamma=[0.7,1.45] augment.contrast=[0.75,1.33] augment.brightness=0.08 augment.blur_p=0.15"}
+RECIPE=${RECIPE-"balanced_sampling=true select_on=mean posthoc_prior=mean augment.scale=[0.35,2.4] augment.ratio=[0.87,1.15] augment.translate=0.1 augment.rotate=12 augment.erase_p=0.2 augment.gamma=[0.7,1.45] augment.contrast=[0.75,1.33] augment.brightness=0.08 augment.blur_p=0.15"}
 LDG_RECIPE=${LDG_RECIPE-"select_on=mean posthoc_prior=mean"}
 SERVED=${SERVED---teacher-served}
 python3 tools/ferplus_table.py --root /tmp/ferplus --out /tmp/tbl --epochs "${EPOCHS:-auto}" --budget-s "${BUDGET:-400}" \
