@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,15 @@ SCRIPT = (ROOT / "tools" / "device_ferplus.sh").read_text()
 
 
 def _script_default(var: str) -> list[str]:
-    m = re.search(rf'^{var}=\$\{{{var}-"([^"]*)"\}}', SCRIPT, re.M)
-    assert m, f"{var} default not found in tools/device_ferplus.sh"
-    return shlex.split(m.group(1))
+    found = re.findall(rf'^{var}=\$\{{{var}-"([^"]*)"\}}', SCRIPT, re.M)
+    assert len(found) == 1, f"{var} default set {len(found)} times in tools/device_ferplus.sh (once expected)"
+    return shlex.split(found[0])
+
+
+def test_device_script_is_valid_bash():
+    """A syntax error would cost the whole lent GPU session; `bash -n` parses without running anything."""
+    r = subprocess.run(["bash", "-n", str(ROOT / "tools" / "device_ferplus.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def test_phase_runs_route_the_overrides_to_the_right_runs():
@@ -34,24 +41,29 @@ def test_phase_runs_route_the_overrides_to_the_right_runs():
     assert not any("teacher_served=true" in o for o in plain.values())
 
 
-def test_device_script_recipe_is_v4s_and_parses():
-    """The defaults the GPU script passes are accepted by the config parser, for every run, and are the recipe of
-    the shipped EfficientFace v4 (balanced sampling, a served teacher) with v7's framing (zoom 0.35-2.4 at 112 px), selected on the validation mean
-    of accuracy and balanced accuracy as the 96 px CPU fine-tunes are."""
+def test_device_script_recipe_is_the_shipped_models_and_parses():
+    """The defaults the GPU script passes are accepted by the config parser, for every run, and are the imbalance
+    method of both shipped models (EfficientFace v8, baseline v5): the natural class mix with train-time logit
+    adjustment 0.5, students of the *raw* LDG (a served one would have its prior corrected twice), v7-v8's framing
+    (zoom 0.35-2.4 at the preset's 112 px), selected on the validation mean of accuracy and balanced accuracy."""
+    from fer_lab.training import load_config
+
     t = load_tool("ferplus_table")
     recipe, ldg = _script_default("RECIPE"), _script_default("LDG_RECIPE")
-    assert "balanced_sampling=true" in recipe and "select_on=mean" in recipe and "select_on=mean" in ldg
+    assert "logit_adjust=0.5" in recipe and "select_on=mean" in recipe and "select_on=mean" in ldg
+    assert not any(o.startswith("balanced_sampling=") for o in recipe)  # sampling and logit adjustment correct twice
+    assert not any(o.startswith("logit_adjust=") for o in ldg)  # the LDG keeps FER+'s prior; its students undo it
     assert "augment.scale=[0.35,2.4]" in recipe
-    assert not any(o.startswith("input_size=") for o in recipe)  # the preset's 112 px, v7's size
-    from fer_lab.training import load_config
+    assert not any(o.startswith("input_size=") for o in recipe)  # the preset's 112 px, v7-v8's size
     assert load_config("ferplus", []).input_size == 112
-    assert not any(o.startswith("logit_adjust=") for o in recipe)  # sampling and logit adjustment correct twice
-    assert re.search(r"^SERVED=\$\{SERVED---teacher-served\}", SCRIPT, re.M)
-    names = t.check_overrides([0, 1, 2], ["root=/nowhere", "progress=false"], recipe, ldg, teacher_served=True)
+    assert re.search(r"^SERVED=\$\{SERVED-\}$", SCRIPT, re.M)  # raw LDG by default
+    names = t.check_overrides([0, 1, 2], ["root=/nowhere", "progress=false"], recipe, ldg, teacher_served=False)
     assert len(names) == 13 + 6
     args = t.build_parser().parse_args(["--root", "r", "--student-extra", *recipe, "--ldg-extra", *ldg,
-                                        "--teacher-served", "--export", "o"])
-    assert args.student_extra == recipe and args.ldg_extra == ldg and args.teacher_served
+                                        "--export", "o"])
+    assert args.student_extra == recipe and args.ldg_extra == ldg and not args.teacher_served
+    b = dict(t.phase_runs([0], "ldg.safetensors", recipe))
+    assert all("logit_adjust=0.5" in o and "teacher_served=true" not in o for o in b.values())
 
 
 def test_a_typo_in_the_recipe_fails_before_anything_runs():
