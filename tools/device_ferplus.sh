@@ -7,7 +7,7 @@ python3 -c "import torch, torchvision, sys; print(sys.version.split()[0], torch.
 t0=$(date +%s)
 python3 tools/ferplus_pack.py unpack .devdata/ferplus_packed /tmp/ferplus > /dev/null || exit 3
 echo "unpacked in $(( $(date +%s) - t0 ))s"
-# the students use the imbalance method of both shipped CPU models (EfficientFace v8 and the baseline v5; docs/results.md,
+# the students use the imbalance method of both shipped CPU models (EfficientFace v8-v9 and the baseline v5; docs/results.md,
 # "Every class", (q)), from scratch: every image once per epoch (the natural class mix) with train-time logit
 # adjustment tau 0.5 (class-balanced sampling, v4-v7's method, is RECIPE's alternative below: it repeats the rare
 # classes' few images ~20x an epoch and cost v7 2.95 points of validation balanced accuracy against v8), selection on
