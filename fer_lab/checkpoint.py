@@ -307,7 +307,7 @@ class ProbabilityEnsemble(nn.Module):
         # (softmax(log p - tau log prior)) before the mean; False: the members' raw probabilities
         from .metrics import prior_shift
 
-        shifts = []
+        shifts, temps = [], []  # served: each member's prior shift, then its calibration temperature
         for m in members:
             pc = (m.meta.prior_correction or {}) if served else {}
             tau = float(pc.get("tau") or 0.0)
@@ -316,11 +316,14 @@ class ProbabilityEnsemble(nn.Module):
                 raise CheckpointError(f"ensemble member {getattr(m, 'checkpoint_path', '?')}: its stored prior has "
                                       f"{len(shift)} classes, its label map {len(first.meta.labels)}")
             shifts.append(torch.as_tensor(shift, dtype=torch.float32))
+            temps.append(float(pc.get("temperature") or 1.0))
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
+        self.temperatures = temps
 
     def forward(self, x):
-        probs = torch.stack([torch.softmax(torch.log_softmax(m(resize_batch(x, size)).float(), dim=1) + s, dim=1)
-                             for m, s, size in zip(self.members, self.shifts, self.member_sizes)]).mean(0)
+        probs = torch.stack([torch.softmax((torch.log_softmax(m(resize_batch(x, size)).float(), dim=1) + s) / t, dim=1)
+                             for m, s, t, size in zip(self.members, self.shifts, self.temperatures,
+                                                      self.member_sizes)]).mean(0)
         return probs.clamp_min(1e-12).log()
 
 

@@ -17,6 +17,8 @@ __all__ = [
     "select_prior_tau",
     "fit_prior_correction_from_probs",
     "apply_prior_correction",
+    "fit_temperature",
+    "temper",
     "bootstrap_interval",
     "bootstrap_interval_from_confusion",
     "reliability_bins",
@@ -324,11 +326,64 @@ def prior_adjust_sweep(probs_val, labels_val, probs_test, labels_test, prior, ta
 
 def apply_prior_correction(probs, prior_correction: dict | None) -> np.ndarray:
     """A checkpoint's stored post-hoc correction (``ModelMeta.prior_correction``) applied to its
-    probabilities; unchanged when there is none (or tau is 0)."""
+    probabilities: the prior shift ``softmax(log p - tau * log prior)``, then the calibration
+    ``temperature`` when one is stored (:func:`temper`; it never changes the top class).  Unchanged
+    when there is neither (tau 0, temperature absent or 1)."""
     pc = prior_correction or {}
-    if not pc.get("tau"):
-        return np.asarray(_as_np(probs))
-    return prior_adjust(probs, pc["prior"], float(pc["tau"])).astype(np.float32)
+    tau, temperature = float(pc.get("tau") or 0.0), float(pc.get("temperature") or 1.0)
+    out = np.asarray(_as_np(probs))
+    if tau:
+        out = prior_adjust(out, pc["prior"], tau)
+    if temperature != 1.0:
+        out = temper(out, temperature)
+    return out.astype(np.float32) if (tau or temperature != 1.0) else out
+
+
+def temper(probs, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)``: temperature scaling (Guo et al. 2017) of probabilities. ``T < 1`` sharpens,
+    ``T > 1`` softens; the order of the classes (so every prediction) stays the same."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    lp = np.log(np.clip(np.asarray(_as_np(probs), dtype=np.float64), 1e-12, 1.0)) / float(temperature)
+    lp -= lp.max(1, keepdims=True)
+    e = np.exp(lp)
+    return e / e.sum(1, keepdims=True)
+
+
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def fit_temperature(probs, labels, bounds: tuple[float, float] = TEMPERATURE_RANGE) -> float:
+    """The temperature ``T`` of :func:`temper` with the lowest NLL of ``labels`` (Guo et al. 2017), found by a
+    golden-section search on ``log T`` within ``bounds`` (the NLL is convex in ``1/T``).  A model trained on
+    vote distributions (FER+ crowd targets) predicts how the annotators split, which is softer than how
+    often its top class is the majority label: its fitted ``T`` is below 1."""
+    p = np.asarray(_as_np(probs), dtype=np.float64)
+    y = np.asarray(_as_np(labels)).astype(int)
+    if p.ndim != 2 or len(p) != len(y) or not len(y):
+        raise ValueError(f"probs {p.shape} and labels {y.shape} do not match (or are empty)")
+    lp = np.log(np.clip(p, 1e-12, 1.0))
+    idx = np.arange(len(y))
+
+    def nll(log_t: float) -> float:
+        z = lp / np.exp(log_t)
+        z -= z.max(1, keepdims=True)
+        return float(-(z[idx, y] - np.log(np.exp(z).sum(1))).mean())
+
+    a, b = np.log(bounds[0]), np.log(bounds[1])
+    g = (np.sqrt(5.0) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(80):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = nll(d)
+    return float(np.exp((a + b) / 2))
 
 
 PRIOR_TAUS = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
@@ -355,11 +410,24 @@ def select_prior_tau(probs_val, labels_val, prior, criterion: str = "mean", taus
 
 
 def fit_prior_correction_from_probs(probs_val, labels_val, prior, criterion: str = "mean",
-                                    selected_on: str = "val", taus=PRIOR_TAUS) -> dict:
+                                    selected_on: str = "val", taus=PRIOR_TAUS, temperature: bool = False) -> dict:
     """The ``ModelMeta.prior_correction`` record (tau, prior, criterion, selected_on, sweep) for
-    validation probabilities: :func:`select_prior_tau` (over ``taus``) plus what the checkpoint must remember."""
+    validation probabilities: :func:`select_prior_tau` (over ``taus``) plus what the checkpoint must remember.
+
+    ``temperature=True`` also fits a calibration temperature (:func:`fit_temperature`) on the same validation
+    probabilities *after* the chosen prior shift, stored as ``temperature`` with the validation NLL and ECE
+    before and after (``calibration``).  It changes the probabilities served, never the class predicted."""
     q = np.asarray(_as_np(prior), dtype=np.float64).ravel()
     tau, rows = select_prior_tau(probs_val, labels_val, q, criterion, taus)
-    return {"tau": tau, "prior": [round(float(v), 6) for v in q / q.sum()], "criterion": criterion,
-            "selected_on": selected_on, "sweep": rows}
+    out = {"tau": tau, "prior": [round(float(v), 6) for v in q / q.sum()], "criterion": criterion,
+           "selected_on": selected_on, "sweep": rows}
+    if temperature:
+        shifted = prior_adjust(probs_val, q, tau)
+        t = round(fit_temperature(shifted, labels_val), 4)
+        before = classification_metrics(shifted, labels_val)
+        after = classification_metrics(temper(shifted, t), labels_val)
+        out["temperature"] = t
+        out["calibration"] = {"selected_on": selected_on, "nll_before": before["nll"], "nll_after": after["nll"],
+                              "ece_before": before["ece"], "ece_after": after["ece"]}
+    return out
 

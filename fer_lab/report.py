@@ -19,17 +19,21 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 HELD_OUT_KEY = "held_out"  # ModelMeta.metrics[HELD_OUT_KEY]: what a shipping tool measured on a test split
 
 
-def held_out_record(result: dict, *, split: str, raw: dict | None = None, tau: float = 0.0) -> dict:
+def held_out_record(result: dict, *, split: str, raw: dict | None = None, tau: float = 0.0,
+                    temperature: float = 1.0) -> dict:
     """The stored held-out evaluation of a checkpoint, from :func:`fer_lab.inference.evaluate.evaluate` results.
 
     ``result`` is the evaluation as served (with the stored prior correction, ``tau``), ``raw``
-    the same split without it.  Kept small (numbers and the confusion matrix), so the app can show
-    a model's every-class behaviour without the data set.
+    the same split without it; ``temperature`` the stored calibration temperature (1: none).  Kept small
+    (numbers and the confusion matrix), so the app can show a model's every-class behaviour without the data set.
     """
-    rec = {"split": split, "n": int(result["n"]), "prior_tau": float(tau),
+    rec = {"split": split, "n": int(result["n"]), "prior_tau": float(tau), "temperature": float(temperature),
            "accuracy": float(result["accuracy"]), "balanced_accuracy": float(result["balanced_accuracy"]),
            "per_class_recall": list(result["per_class_accuracy"]), "labels": list(result["labels"]),
            "confusion": [[int(v) for v in row] for row in result["confusion"]]}
+    for k in ("nll", "ece"):  # calibration of the served probabilities
+        if result.get(k) is not None:
+            rec[k] = float(result[k])
     if raw is not None:
         rec["raw"] = {"accuracy": float(raw["accuracy"]), "balanced_accuracy": float(raw["balanced_accuracy"]),
                       "per_class_recall": list(raw["per_class_accuracy"])}
@@ -63,6 +67,10 @@ def held_out_markdown(name: str, metrics: dict | None) -> str:
         head += f"; without the correction {pct(raw['accuracy'])}% / {pct(raw['balanced_accuracy'])}%"
     if boot:
         head += ". [brackets]: bootstrap 95% intervals over the faces of this set: its sampling noise, largest for rare classes"
+    temperature = rec.get("temperature", 1.0)
+    if rec.get("nll") is not None:
+        head += (f". Probabilities as served{f' (calibration temperature {temperature:g}, fitted on validation)' if temperature != 1 else ''}: "
+                 f"NLL {rec['nll']:.3f}, ECE {rec['ece']:.3f}")
     labels = rec["labels"]
     lines = [head + ".", "", "| recall | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels),
              "| as served | " + " | ".join(pct(v) for v in rec["per_class_recall"]) + " |"]

@@ -373,6 +373,15 @@ def test_models_tab_shows_the_stored_held_out_evaluation(engine, tmp_path):
     text = engine.model_report(key)[0]
     assert "NoTau" in text and "τ" not in text and "| raw |" not in text and "without the correction" not in text
 
+    # a record with the served probabilities' calibration says so (and which temperature was fitted)
+    from fer_lab.report import held_out_markdown, held_out_record
+
+    cal = {**res, "nll": 0.5831, "ece": 0.0121}
+    text = held_out_markdown("x", {"held_out": held_out_record(cal, split="S", temperature=0.5692)})
+    assert "calibration temperature 0.5692, fitted on validation" in text and "NLL 0.583, ECE 0.012" in text
+    assert "temperature" not in held_out_markdown("x", {"held_out": held_out_record({**res, "nll": 0.7, "ece": 0.1},
+                                                                                    split="S")})
+
     text, fig = engine.model_report("baseline-ferplus")  # this stand-in carries no record
     assert fig is None and "no stored held-out evaluation" in text
     with pytest.raises(gr.Error, match="not loaded"):

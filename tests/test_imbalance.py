@@ -210,7 +210,8 @@ def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
 
     served = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw)
     raw = evaluate(out, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=False, return_probs=True)
-    assert served["prior_correction"] == {"tau": pc["tau"], "stored_tau": pc["tau"]}
+    assert served["prior_correction"] == {"tau": pc["tau"], "stored_tau": pc["tau"], "temperature": 1.0,
+                                          "stored_temperature": 1.0}
     assert raw["prior_correction"]["tau"] == 0.0
     want = classification_metrics(apply_prior_correction(raw["probs"], pc), raw["targets"])
     assert served["balanced_accuracy"] == pytest.approx(want["balanced_accuracy"])
@@ -285,12 +286,15 @@ def test_predict_json_applies_and_reports_the_shipped_correction(capsys):
             assert main(["predict", "--json", "--weights", str(ck), *flag, str(img)]) == 0
             outs[bool(flag)] = json.loads(capsys.readouterr().out)
         stored = load_model(ck).meta.prior_correction
-    assert outs[False]["prior_correction"] == {"tau": stored["tau"], "stored_tau": stored["tau"]} and stored["tau"] > 0
-    assert outs[True]["prior_correction"] == {"tau": 0.0, "stored_tau": stored["tau"]}
+    t = stored.get("temperature", 1.0)
+    assert outs[False]["prior_correction"] == {"tau": stored["tau"], "stored_tau": stored["tau"], "temperature": t,
+                                               "stored_temperature": t} and stored["tau"] > 0
+    assert outs[True]["prior_correction"] == {"tau": 0.0, "stored_tau": stored["tau"], "temperature": 1.0,
+                                              "stored_temperature": t}
     labels = outs[False]["labels"]
     p = np.array([[outs[False]["images"][0]["faces"][0]["probs"][k] for k in labels]])
     raw = np.array([[outs[True]["images"][0]["faces"][0]["probs"][k] for k in labels]])
-    np.testing.assert_allclose(p, prior_adjust(raw, stored["prior"], stored["tau"]), atol=2e-4)
+    np.testing.assert_allclose(p, apply_prior_correction(raw, stored), atol=2e-4)
 
 
 def test_ensemble_evaluation_averages_members_as_served_or_raw(tmp_path):
@@ -304,7 +308,8 @@ def test_ensemble_evaluation_averages_members_as_served_or_raw(tmp_path):
     kw = {"n": 80, "size": SIZE}
     prior = [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.1]
     paths = []
-    for seed, pc in ((1, {}), (2, {"tau": 0.5, "prior": prior})):
+    # member 2 is served with a prior shift and a calibration temperature: the ensemble applies both
+    for seed, pc in ((1, {}), (2, {"tau": 0.5, "prior": prior, "temperature": 0.7})):
         torch.manual_seed(seed)
         m = create_model("cnn_tiny", num_classes=7).eval()
         meta = ModelMeta(arch="cnn_tiny", labels=canonical(7).to_list(), input_size=SIZE, mean=(0.5,) * 3,
@@ -317,8 +322,100 @@ def test_ensemble_evaluation_averages_members_as_served_or_raw(tmp_path):
         each = [evaluate(p, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=served, return_probs=True)
                 for p in paths]
         np.testing.assert_allclose(ens["probs"], (each[0]["probs"] + each[1]["probs"]) / 2, atol=1e-5)
-        assert ens["prior_correction"] == {"tau": 0.0, "stored_tau": 0.0}
+        assert ens["prior_correction"] == {"tau": 0.0, "stored_tau": 0.0, "temperature": 1.0,
+                                           "stored_temperature": 1.0}
         assert ens["accuracy"] == pytest.approx(classification_metrics(ens["probs"], ens["targets"])["accuracy"])
     assert not np.allclose(each[1]["probs"], evaluate(paths[1], "synthfer", split="valid", dataset_kwargs=kw,
                                                       return_probs=True)["probs"], atol=1e-3)  # tau 0.5 bites
     assert main(["eval", "--weights", spec, "--dataset", "synthfer", "--split", "valid", "--json"]) == 0
+
+
+# ----------------------------------------------------------------- calibration temperature
+def test_fit_temperature_recovers_a_known_temperature_and_keeps_every_prediction():
+    """Labels drawn from softmax(z); a model that reports softmax(z / T0) is off by T0: the NLL fit finds
+    1 / T0 back (within sampling noise), lowers the NLL and the ECE, and changes no argmax."""
+    from fer_lab.metrics import expected_calibration_error, fit_temperature, temper
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2.0, (6000, 8))
+    p_true = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    labels = np.array([rng.choice(8, p=p) for p in p_true])
+    for t0 in (0.5, 2.0):                          # under-confident (crowd-vote-like) and over-confident
+        reported = temper(p_true, t0)
+        t = fit_temperature(reported, labels)
+        assert t == pytest.approx(1 / t0, rel=0.1)
+        fixed = temper(reported, t)
+        assert (fixed.argmax(1) == reported.argmax(1)).all()
+        before, after = classification_metrics(reported, labels), classification_metrics(fixed, labels)
+        assert after["nll"] < before["nll"] - 0.02
+        assert expected_calibration_error(fixed, labels) < 0.5 * expected_calibration_error(reported, labels)
+    np.testing.assert_allclose(temper(p_true, 1.0), p_true, atol=1e-9)
+    with pytest.raises(ValueError, match="temperature"):
+        temper(p_true, 0.0)
+    with pytest.raises(ValueError, match="do not match"):
+        fit_temperature(p_true, labels[:10])
+    # stored with a prior shift: the shift first, the temperature on top (no prediction moves)
+    prior = np.full(8, 1 / 8)
+    prior[0] = 0.5
+    prior /= prior.sum()
+    pc = {"tau": 0.5, "prior": list(prior), "temperature": 0.6}
+    np.testing.assert_allclose(apply_prior_correction(p_true, pc), temper(prior_adjust(p_true, prior, 0.5), 0.6),
+                               atol=1e-6)
+    assert (apply_prior_correction(p_true, pc).argmax(1) == prior_adjust(p_true, prior, 0.5).argmax(1)).all()
+    only_t = apply_prior_correction(p_true, {"tau": 0.0, "prior": list(prior), "temperature": 0.6})
+    np.testing.assert_allclose(only_t, temper(p_true, 0.6), atol=1e-6)
+
+
+def test_temperature_is_fitted_on_validation_stored_and_served(plain, tmp_path, capsys):
+    """`fer-lab prior --temperature --out`: tau as before plus a temperature fitted on validation after it; the
+    copy is served with both by evaluate / Predictor / `fer-lab predict --json` (which report it), the
+    predictions stay those of tau alone, and the validation NLL it was fitted on goes down."""
+    from fer_lab.cli import main
+    from fer_lab.inference.evaluate import evaluate
+
+    model, _ = plain
+    ck, out = str(model.checkpoint_path), tmp_path / "calibrated.safetensors"
+    assert main(["prior", "--weights", ck, "--dataset", "synthfer", "--criterion", "balanced", "--temperature",
+                 "--out", str(out), "--json"]) == 0
+    pc = json.loads(capsys.readouterr().out)
+    assert pc["tau"] == max(pc["sweep"], key=lambda r: (round(r["score"], 9), -abs(r["tau"])))["tau"]
+    assert pc["tau"] != 0                                            # both corrections are in play
+    c = pc["calibration"]
+    assert pc["temperature"] > 0 and pc["temperature"] != 1.0 and c["nll_after"] < c["nll_before"]
+    stored = load_model(out).meta.prior_correction
+    assert stored["temperature"] == pc["temperature"]
+    # synthfer's default valid split (the one the command read) and the engine agree with the stored record
+    served = evaluate(out, "synthfer", split="valid", return_probs=True)
+    raw = evaluate(out, "synthfer", split="valid", prior_correction=False, return_probs=True)
+    assert served["prior_correction"] == {"tau": pc["tau"], "stored_tau": pc["tau"],
+                                          "temperature": pc["temperature"], "stored_temperature": pc["temperature"]}
+    assert served["nll"] == pytest.approx(c["nll_after"], abs=1e-4)
+    shifted_only = prior_adjust(raw["probs"], pc["prior"], pc["tau"])
+    assert (served["probs"].argmax(1) == shifted_only.argmax(1)).all()
+    assert served["accuracy"] == pytest.approx(classification_metrics(shifted_only, raw["targets"])["accuracy"])
+    on, off = Predictor(out), Predictor(out, prior_correction=False)
+    assert (on.prior_tau, on.temperature) == (pc["tau"], pc["temperature"]) and off.temperature == 1.0
+    crops = list(_split(20, 5).images)
+    np.testing.assert_allclose(on.predict_crops(crops)[1], apply_prior_correction(off.predict_crops(crops)[1], pc),
+                               atol=1e-5)
+    from PIL import Image
+
+    img = tmp_path / "face.png"
+    Image.fromarray(crops[0]).save(img)
+    assert main(["predict", "--json", "--no-detect", "--weights", str(out), str(img)]) == 0
+    got = json.loads(capsys.readouterr().out)["prior_correction"]
+    assert got["temperature"] == pc["temperature"] and got["stored_temperature"] == pc["temperature"]
+
+
+def test_trainer_stores_a_temperature_fitted_on_validation(imbalanced, tmp_path):
+    """posthoc_temperature=true with no prior sweep: tau stays 0 and the temperature fitted on the validation
+    split (lower NLL there) is stored beside it, so the engine serves calibrated probabilities."""
+    data, _ = imbalanced
+    model = _train(tmp_path, data, "t", epochs=3, posthoc_temperature=True)
+    pc = model.meta.prior_correction
+    assert pc["tau"] == 0.0 and [r["tau"] for r in pc["sweep"]] == [0.0]
+    assert pc["temperature"] != 1.0 and pc["calibration"]["nll_after"] < pc["calibration"]["nll_before"]
+    probs = predict_arrays(model, data["val"].images, model.meta.mean, model.meta.std)
+    served = apply_prior_correction(probs, pc)
+    assert classification_metrics(served, data["val"].labels)["nll"] == pytest.approx(
+        pc["calibration"]["nll_after"], abs=1e-3)

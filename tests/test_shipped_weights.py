@@ -83,7 +83,8 @@ def test_shipped_accuracy_matches_docs(ferplus_root, name):
     # which is what evaluate() applies by default (tests/test_imbalance.py checks that equivalence)
     raw = evaluate(name, "ferplus", ferplus_root, "test", prior_correction=False, return_probs=True)
     stored = load_model(name).meta.prior_correction
-    assert raw["n"] == 3545 and raw["prior_correction"] == {"tau": 0.0, "stored_tau": stored["tau"]}
+    assert raw["n"] == 3545 and raw["prior_correction"] == {
+        "tau": 0.0, "stored_tau": stored["tau"], "temperature": 1.0, "stored_temperature": stored.get("temperature", 1.0)}
     assert abs(raw["accuracy"] - _documented(name, "test_acc_raw")) <= 0.005
     res = classification_metrics(apply_prior_correction(raw["probs"], stored), raw["targets"])
     assert abs(res["accuracy"] - _documented(name)) <= 0.005

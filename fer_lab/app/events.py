@@ -309,7 +309,7 @@ class AppEngine:
                                        "probs": {k: round(float(v), 6) for k, v in zip(fp.labels, fp.probs)},
                                        "input_size": int(p.meta.input_size), "recipe": p.recipe,
                                        "backend": p.backend, "model_cam_ms": round(fp.latency_ms, 2),
-                                       "prior_tau": p.prior_tau}
+                                       "prior_tau": p.prior_tau, "temperature": p.temperature}
         if face_obj is None:
             status = f"Scored the whole image ({det.image.shape[1]}x{det.image.shape[0]})."
         else:
@@ -358,6 +358,7 @@ class AppEngine:
                     row[f"{side}_label"] = fp.label
                     row[f"{side}_score"] = round(fp.score, 4)
                     row[f"{side}_prior_tau"] = predictors[SIDES.index(side)].prior_tau
+                    row[f"{side}_temperature"] = predictors[SIDES.index(side)].temperature
                     for lab, v in fp.prob_dict().items():
                         row[f"{side}_p_{lab}"] = None if v is None else round(v, 4)
                 if len(per_side) == 2:

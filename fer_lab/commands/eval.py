@@ -54,7 +54,9 @@ def run(args) -> int:
     per_class = ", ".join((f"{n} {100 * v:.1f}" + (f" [{100 * c[0]:.0f}-{100 * c[1]:.0f}]" if c else "")) if v is not None
                           else f"{n} -" for n, v, c in zip(res["labels"], res["per_class_accuracy"], cis))
     print(f"\nper-class recall (%{', bootstrap 95% CI' if ci else ''}): {per_class}")
-    print(f"prior correction: tau {res['prior_correction']['tau']:g} (stored {res['prior_correction']['stored_tau']:g})")
+    pc = res["prior_correction"]
+    print(f"prior correction: tau {pc['tau']:g} (stored {pc['stored_tau']:g}), calibration temperature "
+          f"{pc['temperature']:g} (stored {pc['stored_temperature']:g})")
     print("\nconfusion (rows true, cols predicted):", *res["labels"])
     for name, row in zip(res["labels"], res["confusion"]):
         print(f"  {name:>10} {row}")
@@ -86,7 +88,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tta-flip", action="store_true", help="average with the horizontally flipped image")
     p.add_argument("--no-prior-correction", action="store_true",
-                   help="score the raw probabilities, without the checkpoint's stored post-hoc prior correction")
+                   help="score the raw probabilities, without the checkpoint's stored post-hoc prior correction "
+                        "and calibration temperature")
     p.add_argument("--compare", metavar="WEIGHTS", help="a second checkpoint scored on the same images: paired "
                    "accuracy and balanced-accuracy differences with bootstrap 95%% CIs, McNemar's exact test")
     p.add_argument("--ci", type=int, nargs="?", const=2000, default=0, metavar="N_BOOT",

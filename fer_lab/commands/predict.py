@@ -29,13 +29,15 @@ def register(subparsers) -> None:
                         "fer-lab eval --tta-flip)")
     p.add_argument("--no-prior-correction", action="store_true",
                    help="report the model's raw probabilities, without the checkpoint's stored post-hoc prior "
-                        "correction (a tau chosen on validation that evens out the training set's class prior)")
+                        "correction (a tau chosen on validation that evens out the training set's class prior) and "
+                        "calibration temperature")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..inference import DEFAULT_WEIGHTS, Predictor, predict_files
+    from ..inference.evaluate import served_record
 
     if args.max_faces is not None and args.max_faces < 1:
         raise ValueError("--max-faces must be >= 1")
@@ -47,8 +49,7 @@ def run(args) -> int:
     if args.json:
         print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
                     "backend": predictor.backend, "tta_flip": predictor.tta_flip,
-                    "prior_correction": {"tau": predictor.prior_tau,
-                                         "stored_tau": float((predictor.meta.prior_correction or {}).get("tau", 0.0))},
+                    "prior_correction": served_record(predictor.meta, predictor.prior_correction),
                     "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
     else:
         rows = []
@@ -62,7 +63,8 @@ def run(args) -> int:
                 rows.append({"image": r.source, "face": f.index, "box": box, "label": f.label,
                              "score": f"{f.score:.3f}"})
         print(f"weights: {predictor.name} ({predictor.meta.arch}, recipe {predictor.recipe}, "
-              f"prior correction tau {predictor.prior_tau:g})")
+              f"prior correction tau {predictor.prior_tau:g}"
+              + (f", temperature {predictor.temperature:g}" if predictor.temperature != 1 else "") + ")")
         if rows:
             print_table(rows, ["image", "face", "box", "label", "score"])
         if any(r.ok and not r.faces for r in results) and not args.no_detect:

@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     p.add_argument("--taus", default=None, type=_taus,
                    help="comma-separated taus to sweep (default -1,-0.75,...,1 in steps of 0.25; a negative first value needs "
                         "the = form: --taus=-0.3,0)")
+    p.add_argument("--temperature", action="store_true",
+                   help="also fit a calibration temperature on the same split after the chosen tau (lowest NLL; "
+                        "softmax(log p / T) never changes the class predicted) and store it with the correction")
     p.add_argument("--out", default=None, help="write the checkpoint with the chosen correction here")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -49,7 +52,8 @@ def run(args) -> int:
         raise ValueError("--out stores a correction in one checkpoint; several were given (an ensemble's sweep is "
                          "for reading its trade-off)")
     pc = fit_prior_correction(args.weights, args.dataset, args.root, split=args.split, train_split=args.train_split,
-                              criterion=args.criterion, device=args.device, taus=args.taus)
+                              criterion=args.criterion, device=args.device, taus=args.taus,
+                              temperature=args.temperature)
     if args.out:
         with_prior_correction(args.weights, pc, args.out)
     if args.json:
@@ -61,4 +65,8 @@ def run(args) -> int:
     print(f"\nchosen tau {pc['tau']:g} on {pc['selected_on']} ({pc['criterion']})"
           + ("; on top of the members as served" if pc.get("members_served") else "")
           + (f"; written to {args.out}" if args.out else "" if pc.get("members_served") else "; pass --out to store it"))
+    if "temperature" in pc:
+        c = pc["calibration"]
+        print(f"calibration temperature {pc['temperature']:g} on {c['selected_on']}: NLL {c['nll_before']:.3f} -> "
+              f"{c['nll_after']:.3f}, ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} (predictions unchanged)")
     return 0

@@ -6,12 +6,12 @@ import numpy as np
 from ..checkpoint import load_model, load_models, split_checkpoint_spec
 from ..metrics import balanced_accuracy, class_recall, classification_metrics, confusion_matrix, soft_cross_entropy
 
-__all__ = ["evaluate", "fit_prior_correction", "with_prior_correction", "without_contempt"]
+__all__ = ["evaluate", "fit_prior_correction", "served_record", "with_prior_correction", "without_contempt"]
 
 
 def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "valid", train_split: str = "train",
                          criterion: str = "mean", device: str = "cpu", dataset_kwargs: dict | None = None,
-                         taus=None) -> dict:
+                         taus=None, temperature: bool = False) -> dict:
     """Choose a checkpoint's post-hoc prior correction on a validation split.
 
     The prior is the ``train_split``'s label frequencies (what the model learned); ``tau`` is picked
@@ -20,6 +20,8 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     selected_on, the sweep).  Several checkpoints (``"a,b"``): the sweep is on top of their ensemble as
     ``fer-lab eval`` serves it (each member with its own stored correction; ``"members_served": True`` in the
     record): the accuracy / balanced-accuracy trade-off of a teacher, not a record to store.
+    ``temperature=True``: also fit a calibration temperature on the same split after the chosen tau
+    (:func:`fer_lab.metrics.fit_temperature`; ``temperature`` and ``calibration`` in the record).
     """
     from ..data import build_dataset
     from ..metrics import PRIOR_TAUS, fit_prior_correction_from_probs
@@ -32,7 +34,8 @@ def fit_prior_correction(weights, dataset: str, root=None, *, split: str = "vali
     res = evaluate(weights, dataset, root, split, device=device, dataset_kwargs=dataset_kwargs,
                    return_probs=True, prior_correction=ensemble)
     pc = fit_prior_correction_from_probs(res["probs"], res["targets"], prior, criterion, f"{dataset}/{split}",
-                                         PRIOR_TAUS if taus is None else tuple(float(t) for t in taus))
+                                         PRIOR_TAUS if taus is None else tuple(float(t) for t in taus),
+                                         temperature=temperature)
     return {**pc, "members_served": True} if ensemble else pc
 
 
@@ -46,6 +49,15 @@ def with_prior_correction(weights, prior_correction: dict, out):
     meta = model.meta
     meta.prior_correction = dict(prior_correction)
     return save_model(model, out, meta)
+
+
+def served_record(meta, in_effect: dict | None) -> dict:
+    """What a JSON output says about the post-hoc correction: the ``tau`` and calibration ``temperature`` in
+    effect (0 and 1 when switched off) and the ones the checkpoint stores."""
+    pc, stored = in_effect or {}, meta.prior_correction or {}
+    return {"tau": float(pc.get("tau") or 0.0), "stored_tau": float(stored.get("tau") or 0.0),
+            "temperature": float(pc.get("temperature") or 1.0),
+            "stored_temperature": float(stored.get("temperature") or 1.0)}
 
 
 def without_contempt(probs, labels, label_names):
@@ -96,8 +108,7 @@ def evaluate(weights, dataset: str, root=None, split: str = "test", *, subset=No
     probs = apply_prior_correction(probs, pc)
     labels = np.asarray(cache.labels)
     out = {"weights": str(weights), "arch": meta.arch, "dataset": dataset, "split": split, "recipe": recipe,
-           "labels": meta.labels, "prior_correction": {"tau": float(pc.get("tau", 0.0)),
-                                                       "stored_tau": float((meta.prior_correction or {}).get("tau", 0.0))},
+           "labels": meta.labels, "prior_correction": served_record(meta, pc),
            **classification_metrics(probs, labels)}
     if cache.dists is not None:
         out["soft_ce_vs_dist"] = soft_cross_entropy(probs, cache.dists)

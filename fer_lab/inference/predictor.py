@@ -114,8 +114,9 @@ class Predictor:
             ``tta_flip=`` per call (None: this default), so one shared Predictor can serve requests
             with and without it (the app's switch).
         prior_correction: apply the checkpoint's post-hoc prior correction (``meta.prior_correction``,
-            a tau chosen on validation when the model was trained) after the TTA averaging; ``False``
-            reports the model's raw probabilities.  ``.prior_tau`` is the tau in effect (0 = none).
+            a tau chosen on validation when the model was trained, and the calibration temperature
+            when one is stored) after the TTA averaging; ``False`` reports the model's raw
+            probabilities.  ``.prior_tau`` / ``.temperature`` are the ones in effect (0 / 1 = none).
     """
 
     def __init__(self, weights: str | os.PathLike | nn.Module = DEFAULT_WEIGHTS, device: str | torch.device = "cpu",
@@ -146,6 +147,7 @@ class Predictor:
         self.tta_flip = bool(tta_flip)
         self.prior_correction = dict(getattr(model.meta, "prior_correction", None) or {}) if prior_correction else {}
         self.prior_tau = float(self.prior_correction.get("tau", 0.0))
+        self.temperature = float(self.prior_correction.get("temperature") or 1.0)
         self.recipe = self.preprocess.recipe
         self.crop_recipe()  # unknown recipe names fail here, not on the first image
         # CAM hooks live on the shared model and would see a concurrent forward: one use at a time

@@ -47,6 +47,8 @@ class TrainConfig:
     posthoc_prior: str = "none"        # none | balanced | mean: choose an inference-time prior correction tau on
                                        # validation (max balanced accuracy, or max mean of accuracy and balanced
                                        # accuracy); stored in the checkpoint, applied by Predictor/predict/eval/app
+    posthoc_temperature: bool = False  # also fit a calibration temperature on validation after that tau (lowest NLL;
+                                       # never changes a prediction), stored and applied the same way
     select_on: str = "accuracy"        # accuracy | balanced_accuracy | mean (of the two): validation metric that selects best.safetensors
     # targets ("distribution sources")
     target: str = "hard"

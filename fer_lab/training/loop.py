@@ -684,10 +684,13 @@ def _finish(run: Run) -> dict:
     sel_test = validate(run, run.test_d)
     sel_val = validate(run, run.val_d)
     prior_correction = {}
-    if cfg.posthoc_prior != "none" and run.val_d is not None:
+    if (cfg.posthoc_prior != "none" or cfg.posthoc_temperature) and run.val_d is not None:
         pv = predict_arrays(model, run.val_d.images, run.mean, run.std, cfg.eval_batch_size, run.device, amp=cfg.amp)
-        prior_correction = fit_prior_correction_from_probs(pv, run.val_d.labels, run.prior.numpy(), cfg.posthoc_prior,
-                                                           cfg.val_split or "val")
+        # posthoc_prior none + posthoc_temperature: tau fixed at 0, the temperature alone
+        prior_correction = fit_prior_correction_from_probs(
+            pv, run.val_d.labels, run.prior.numpy(), "mean" if cfg.posthoc_prior == "none" else cfg.posthoc_prior,
+            cfg.val_split or "val", **({"taus": (0.0,)} if cfg.posthoc_prior == "none" else {}),
+            temperature=cfg.posthoc_temperature)
     history, best = run.history, run.best
     summary = {
         "config": cfg.to_dict(), "label_map": run.label_map.to_list(), "teacher": run.teacher_info,
