@@ -54,6 +54,7 @@ def test_device_script_recipe_is_the_shipped_models_and_parses():
     assert not any(o.startswith("balanced_sampling=") for o in recipe)  # sampling and logit adjustment correct twice
     assert not any(o.startswith("logit_adjust=") for o in ldg)  # the LDG keeps FER+'s prior; its students undo it
     assert "augment.scale=[0.35,2.4]" in recipe
+    assert "posthoc_temperature=true" in recipe  # vote-share students served calibrated (the LDG is read raw)
     assert not any(o.startswith("input_size=") for o in recipe)  # the preset's 112 px, v7-v8's size
     assert load_config("ferplus", []).input_size == 112
     assert re.search(r"^SERVED=\$\{SERVED-\}$", SCRIPT, re.M)  # raw LDG by default
