@@ -90,6 +90,11 @@ def test_shipped_accuracy_matches_docs(ferplus_root, name):
     assert abs(res["accuracy"] - _documented(name)) <= 0.005
     assert abs(res["balanced_accuracy"] - _documented(name, "test_balanced_acc")) <= 0.005
     np.testing.assert_allclose(res["per_class_accuracy"], _documented(name, "test_per_class_recall"), atol=0.005)
+    if stored.get("temperature", 1.0) != 1.0:  # a stored calibration temperature: the documented NLL / ECE served
+        assert abs(res["nll"] - _documented(name, "test_nll")) <= 0.005
+        assert abs(res["ece"] - _documented(name, "test_ece")) <= 0.005
+        c = stored["calibration"]
+        assert c["selected_on"] == "ferplus/valid" and c["nll_after"] < c["nll_before"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -63,6 +63,8 @@ def main(argv=None):
         print(f"{name} test_acc={cor['accuracy']}\n{name} test_balanced_acc={cor['balanced_accuracy']}\n"
               f"{name} test_per_class_recall={pcs}\n{name} test_acc_tta_flip={cor_tta['accuracy']}\n"
               f"{name} test_acc_raw={raw['accuracy']}")
+        if "temperature" in pc:  # the calibration served (predictions as without it)
+            print(f"{name} test_nll={cor['nll']}\n{name} test_ece={cor['ece']}")
 
 
 if __name__ == "__main__":
