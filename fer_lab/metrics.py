@@ -302,9 +302,12 @@ def prior_adjust(probs, prior, tau: float = 1.0) -> np.ndarray:
     shift = prior_shift(prior, tau)
     if p.ndim != 2 or p.shape[1] != len(shift):
         raise ValueError(f"probs {p.shape} and prior ({len(shift)} classes) do not match")
-    lp = np.log(np.clip(p, 1e-12, 1.0)) + shift
-    lp -= lp.max(1, keepdims=True)
-    e = np.exp(lp)
+    return _softmax(np.log(np.clip(p, 1e-12, 1.0)) + shift)
+
+
+def _softmax(lp: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of log-space scores (the renormalisation of the prior shift and the temperature)."""
+    e = np.exp(lp - lp.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
 
 
@@ -332,11 +335,11 @@ def apply_prior_correction(probs, prior_correction: dict | None) -> np.ndarray:
     pc = prior_correction or {}
     tau, temperature = float(pc.get("tau") or 0.0), float(pc.get("temperature") or 1.0)
     out = np.asarray(_as_np(probs))
+    if not tau and temperature == 1.0:
+        return out
     if tau:
         out = prior_adjust(out, pc["prior"], tau)
-    if temperature != 1.0:
-        out = temper(out, temperature)
-    return out.astype(np.float32) if (tau or temperature != 1.0) else out
+    return (temper(out, temperature) if temperature != 1.0 else out).astype(np.float32)
 
 
 def temper(probs, temperature: float) -> np.ndarray:
@@ -344,10 +347,7 @@ def temper(probs, temperature: float) -> np.ndarray:
     ``T > 1`` softens; the order of the classes (so every prediction) stays the same."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    lp = np.log(np.clip(np.asarray(_as_np(probs), dtype=np.float64), 1e-12, 1.0)) / float(temperature)
-    lp -= lp.max(1, keepdims=True)
-    e = np.exp(lp)
-    return e / e.sum(1, keepdims=True)
+    return _softmax(np.log(np.clip(np.asarray(_as_np(probs), dtype=np.float64), 1e-12, 1.0)) / float(temperature))
 
 
 TEMPERATURE_RANGE = (0.05, 20.0)
@@ -355,7 +355,7 @@ TEMPERATURE_RANGE = (0.05, 20.0)
 
 def fit_temperature(probs, labels, bounds: tuple[float, float] = TEMPERATURE_RANGE) -> float:
     """The temperature ``T`` of :func:`temper` with the lowest NLL of ``labels`` (Guo et al. 2017), found by a
-    golden-section search on ``log T`` within ``bounds`` (the NLL is convex in ``1/T``).  A model trained on
+    bounded scalar search on ``log T`` within ``bounds`` (the NLL is convex in ``1/T``).  A model trained on
     vote distributions (FER+ crowd targets) predicts how the annotators split, which is softer than how
     often its top class is the majority label: its fitted ``T`` is below 1."""
     p = np.asarray(_as_np(probs), dtype=np.float64)
@@ -365,25 +365,14 @@ def fit_temperature(probs, labels, bounds: tuple[float, float] = TEMPERATURE_RAN
     lp = np.log(np.clip(p, 1e-12, 1.0))
     idx = np.arange(len(y))
 
-    def nll(log_t: float) -> float:
-        z = lp / np.exp(log_t)
-        z -= z.max(1, keepdims=True)
-        return float(-(z[idx, y] - np.log(np.exp(z).sum(1))).mean())
+    from scipy.optimize import minimize_scalar
 
-    a, b = np.log(bounds[0]), np.log(bounds[1])
-    g = (np.sqrt(5.0) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(c), nll(d)
-    for _ in range(80):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = nll(d)
-    return float(np.exp((a + b) / 2))
+    def nll(log_t: float) -> float:
+        return float(-np.log(np.clip(_softmax(lp / np.exp(log_t))[idx, y], 1e-300, 1.0)).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(np.exp(res.x))
 
 
 PRIOR_TAUS = (-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0)
