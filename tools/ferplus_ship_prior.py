@@ -30,13 +30,15 @@ def main(argv=None):
     ap.add_argument("--names", nargs="+", default=["efficientface-ferplus", "baseline-ferplus"])
     ap.add_argument("--criterion", choices=("mean", "balanced"), default="mean")
     ap.add_argument("--temperature", action="store_true",
-                    help="also fit and store a calibration temperature on FER2013Valid (after tau; predictions unchanged)")
+                    help="also fit and store a calibration temperature on FER2013Valid (after tau; predictions unchanged); "
+                         "a checkpoint that stores one gets it refitted without the flag")
     args = ap.parse_args(argv)
     for name in args.names:
         src = weights_dir() / f"{name}.safetensors"
         model = load_model(src)
+        # a checkpoint that already stores a temperature keeps one (refitted), so a plain rerun cannot drop it
         pc = fit_prior_correction(src, "ferplus", args.root, split="valid", criterion=args.criterion,
-                                  temperature=args.temperature)
+                                  temperature=args.temperature or "temperature" in (model.meta.prior_correction or {}))
         # raw probabilities once per view; the correction is applied to them after any TTA averaging,
         # exactly what evaluate() does with a stored correction (tests/test_shipped_weights.py relies on it)
         raw = evaluate(src, "ferplus", args.root, "test", prior_correction=False, return_probs=True)
