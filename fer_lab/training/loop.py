@@ -35,7 +35,7 @@ from ..data.faceset import FaceSet
 from ..data.sampler import ClassBalancedSampler
 from ..engine import run_batches, run_model, to_channels_last
 from ..labels import LabelMap
-from ..metrics import classification_metrics, fit_prior_correction_from_probs, soft_cross_entropy
+from ..metrics import PRIOR_TAUS, classification_metrics, fit_prior_correction_from_probs, soft_cross_entropy
 from ..models import create_model
 from .config import TrainConfig
 from .distributed import (DistInfo, all_gather_cat, all_reduce_sum, barrier, cleanup, convert_global_batchnorm,
@@ -686,11 +686,10 @@ def _finish(run: Run) -> dict:
     prior_correction = {}
     if (cfg.posthoc_prior != "none" or cfg.posthoc_temperature) and run.val_d is not None:
         pv = predict_arrays(model, run.val_d.images, run.mean, run.std, cfg.eval_batch_size, run.device, amp=cfg.amp)
-        # posthoc_prior none + posthoc_temperature: tau fixed at 0, the temperature alone
+        sweep = cfg.posthoc_prior != "none"  # without a tau sweep: tau fixed at 0, the temperature alone
         prior_correction = fit_prior_correction_from_probs(
-            pv, run.val_d.labels, run.prior.numpy(), "mean" if cfg.posthoc_prior == "none" else cfg.posthoc_prior,
-            cfg.val_split or "val", **({"taus": (0.0,)} if cfg.posthoc_prior == "none" else {}),
-            temperature=cfg.posthoc_temperature)
+            pv, run.val_d.labels, run.prior.numpy(), cfg.posthoc_prior if sweep else "mean", cfg.val_split or "val",
+            PRIOR_TAUS if sweep else (0.0,), temperature=cfg.posthoc_temperature)
     history, best = run.history, run.best
     summary = {
         "config": cfg.to_dict(), "label_map": run.label_map.to_list(), "teacher": run.teacher_info,
