@@ -134,7 +134,7 @@ def recalibrate_batchnorm(model: nn.Module, faces, *, labels=None, batch_size: i
     faces, with replacement, ``seed``), the way ``balanced_sampling=true`` fed the network in training.
     The statistics must describe the batches the network was trained on: FER+'s shipped models were
     trained on class-balanced batches, and statistics of the natural class mix (2/3 neutral + happiness)
-    move their outputs (measured in docs/results.md, (n)).
+    move their outputs (measured in docs/results_history.md, (n)).
     ``max_images``: that many faces at random (``seed``), for a quicker estimate.  The model is returned
     to eval mode; returns the number of faces read.  A model without BatchNorm is left as it is (returns 0).
     """
