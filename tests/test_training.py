@@ -247,6 +247,28 @@ def test_ensemble_teacher_trains_a_student_on_the_members_mean_and_records_its_p
     assert load_model(tmp_path / "ens" / "model.safetensors").meta.train_config["provenance"]["init"]["sha1"] == sha[init]
 
 
+def test_cached_teacher_says_what_it_computes_and_when_it_reads_the_cache(tmp_path, tiny_data, monkeypatch, capsys):
+    """progress=true: the one-off teacher pass over the training set (minutes on a CPU, silent before) is
+    announced on stderr with the teacher's check accuracy and the cache path; a second run reads the cache
+    and says so; stdout keeps only the JSON epoch rows."""
+    monkeypatch.setenv("FER_LAB_CACHE", str(tmp_path / "cache"))
+    a, b = _saved(tmp_path, "a", 1), _saved(tmp_path, "b", 2)
+    kw = dict(arch="cnn_tiny", target="ldg-cached", teacher=f"{a},{b}", teacher_min_acc=0.0, progress=True)
+    train(_cfg(tmp_path, "r1", **kw), data=tiny_data)
+    first = capsys.readouterr()
+    n = len(tiny_data["train"])
+    assert "teacher: accuracy " in first.err
+    assert f"running the teacher (2 checkpoints, 1 view) over {n} training images" in first.err
+    cached = next((tmp_path / "cache" / "teacher").glob("*.npy"))
+    assert str(cached) in first.err
+    assert all(json.loads(line) for line in first.out.splitlines())   # stdout: epoch rows only
+    train(_cfg(tmp_path, "r2", **kw), data=tiny_data)
+    second = capsys.readouterr()
+    assert f"teacher distributions: read from {cached}" in second.err and "running the teacher" not in second.err
+    train(_cfg(tmp_path, "r3", **{**kw, "progress": False}), data=tiny_data)
+    assert capsys.readouterr().err == ""
+
+
 def test_served_teacher_distils_each_member_with_its_stored_prior_correction(tmp_path, tiny_data, monkeypatch):
     """teacher_served=true: the cached targets are the mean of softmax(log p_i - tau_i log prior_i),
     each member with its own stored correction (a member without one stays raw), under a cache key of

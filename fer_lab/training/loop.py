@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +203,8 @@ def load_teacher(spec, device="cpu", served: bool = False) -> nn.Module:
 
 
 def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainConfig, device,
-                                info: DistInfo = DistInfo(), cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+                                info: DistInfo = DistInfo(), cache_dir: str | os.PathLike | None = None,
+                                verbose: bool = False) -> np.ndarray:
     """LDG distributions for every training image, computed once (sharded over ranks) and stored.
 
     ``teacher_views=1``: the clean (unaugmented) crop; ``k>1``: the mean over the clean view and
@@ -223,10 +225,16 @@ def cache_teacher_distributions(teacher: nn.Module, data: SplitData, cfg: TrainC
     key = hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("FER_LAB_CACHE", Path.home() / ".cache" / "fer_lab")) / "teacher"
     path = root / f"{key}.npy"
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose and info.is_main else (lambda msg: None)
     if path.is_file():
         arr = np.load(path)
         if arr.shape[0] == len(data):
+            say(f"teacher distributions: read from {path}")
             return arr
+    members = len(paths)
+    say(f"teacher distributions: running the teacher ({members} checkpoint{'s' if members > 1 else ''}, "
+        f"{cfg.teacher_views} view{'s' if cfg.teacher_views > 1 else ''}) over {len(data)} training images once; "
+        f"stored in {path} for later runs")
     mean, std = _teacher_mean_std(teacher)
     n = len(data)
     per = math.ceil(n / info.world_size)
@@ -398,8 +406,12 @@ def build_run(cfg: TrainConfig, data: dict | None = None, info: DistInfo | None 
         teacher_info = teacher_check(teacher, check_d, label_map, cfg.teacher_min_acc, device, tmean, tstd)
         if teacher.meta.input_size != cfg.input_size:
             teacher_info["note"] = f"teacher trained at {teacher.meta.input_size}px, student at {cfg.input_size}px"
+        if cfg.progress and info.is_main:
+            print(f"teacher: accuracy {teacher_info['teacher_acc']:.4f} on {teacher_info['n']} "
+                  f"{'validation' if val_d is not None else 'training'} images", file=sys.stderr, flush=True)
         if cfg.target == "ldg-cached":
-            cached_q = torch.from_numpy(cache_teacher_distributions(teacher, train_d, cfg, device, info))
+            cached_q = torch.from_numpy(cache_teacher_distributions(teacher, train_d, cfg, device, info,
+                                                                    verbose=cfg.progress))
     if cfg.target != "ldg-online":
         teacher = None  # no teacher forward during training
 
