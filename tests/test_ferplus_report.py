@@ -107,3 +107,25 @@ def test_against_is_compared_but_never_chosen(tmp_path, capsys):
     v = report.main(["--root", str(root), "--weights", a, "--against", b, "--rule-drop", "0", "100"])
     out = capsys.readouterr().out
     assert v["ship"] and v["chosen"] == a and out.count(".safetensors |") == 2
+
+
+def test_report_serves_a_stored_temperature_even_at_tau_zero(tmp_path, capsys):
+    """A checkpoint with τ 0 and a calibration temperature (the shipped EfficientFace v9) is reported as
+    served — its NLL / ECE with the temperature — with a raw row beside it; predictions are the same."""
+    from fer_lab.checkpoint import load_model
+    from fer_lab.inference.evaluate import evaluate
+
+    report = load_tool("ferplus_report")
+    root = write_ferplus_folders(tmp_path / "ferplus", n_per_row=4)
+    path = _model(tmp_path, 0)
+    model = load_model(path)
+    model.meta.prior_correction = {"tau": 0.0, "prior": [0.125] * 8, "temperature": 0.5}
+    path = str(save_model(model, tmp_path / "t.safetensors", model.meta))
+    served, raw = (evaluate(path, "ferplus", str(root), "test", prior_correction=c) for c in (True, False))
+    assert served["nll"] != pytest.approx(raw["nll"]) and served["confusion"] == raw["confusion"]
+    report.main(["--root", str(root), "--weights", path])
+    out = capsys.readouterr().out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(f"| {path} | test |")]
+    assert [r[2] for r in rows] == ["0 (T 0.5)", "0 (T 1)"]
+    assert [float(r[-2]) for r in rows] == [pytest.approx(served["nll"], abs=6e-4), pytest.approx(raw["nll"], abs=6e-4)]
+    assert out.count(f"{path} test_acc=") == 1

@@ -162,13 +162,18 @@ def main(argv=None):
     rows, framing, names = [], [], None
     for w in args.weights:
         model = load_model(w)
-        tau = float((model.meta.prior_correction or {}).get("tau", 0.0))
+        stored = model.meta.prior_correction or {}
+        tau, temp = float(stored.get("tau", 0.0)), stored.get("temperature")
+        # served = the stored shift and calibration temperature; a model with either also gets its raw rows
+        # (a temperature alone changes NLL / ECE, never a prediction)
+        served = bool(tau) or temp not in (None, 1, 1.0)
         for split in () if args.framing_only else ("valid", "test"):
-            for corrected in ((True, False) if tau else (False,)):
+            for corrected in ((True, False) if served else (False,)):
                 r = evaluate(w, "ferplus", args.root, split, prior_correction=corrected)
                 names = r["labels"]
-                rows.append((w, split, tau if corrected else 0.0, r))
-                if split == "test" and corrected == bool(tau) and args.png_dir:
+                label = f"{tau if corrected else 0.0:g}" + (f" (T {temp if corrected else 1:.3g})" if temp else "")
+                rows.append((w, split, label, corrected == served, r))
+                if split == "test" and corrected == served and args.png_dir:
                     from fer_lab.analysis.viz import confusion_heatmap, save_png
 
                     out = Path(args.png_dir) / f"confusion_{Path(str(w)).stem}.png"
@@ -194,9 +199,9 @@ def main(argv=None):
         print("| weights | split | prior τ | accuracy | **balanced** | per-class recall (" + " / ".join(names) +
               ") | NLL | ECE |")
         print("|---|---|---|---|---|---|---|---|")
-    for w, split, tau, r in rows:
+    for w, split, label, _, r in rows:
         pc = " / ".join(_pct(v) for v in r["per_class_accuracy"])
-        print(f"| {w} | {split} | {tau:g} | {100 * r['accuracy']:.2f} | **{100 * r['balanced_accuracy']:.2f}** | "
+        print(f"| {w} | {split} | {label} | {100 * r['accuracy']:.2f} | **{100 * r['balanced_accuracy']:.2f}** | "
               f"{pc} | {r['nll']:.3f} | {r['ece']:.3f} |")
     print()
     split_name = {"valid": "FER2013Valid", "test": "FER2013Test"}[args.framing_split]
@@ -205,8 +210,8 @@ def main(argv=None):
     for w, cond, (ca, cb), (a, b) in framing:
         print(f"| {w} | {cond} | {100 * a:.2f} | {100 * (ca - a):+.2f} | {100 * b:.2f} | {100 * (cb - b):+.2f} |")
     print()
-    for w, split, tau, r in rows:  # machine-readable lines for tests/test_shipped_weights.py
-        if split == "test" and (tau or not any(x[0] == w and x[1] == "test" and x[2] for x in rows)):
+    for w, split, _, as_served, r in rows:  # machine-readable lines for tests/test_shipped_weights.py
+        if split == "test" and as_served:
             pcs = ",".join(f"{v:.4f}" if v is not None else "nan" for v in r["per_class_accuracy"])
             print(f"{w} test_acc={r['accuracy']}\n{w} test_balanced_acc={r['balanced_accuracy']}\n"
                   f"{w} test_per_class_recall={pcs}")
