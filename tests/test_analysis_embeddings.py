@@ -36,10 +36,13 @@ def test_embedding_shapes_clusters_and_features(setup):
     assert emb.coords.shape == (80, 2) and np.isfinite(emb.coords).all()
     assert emb.features.shape == (80, 1024) and emb.probs.shape == (80, 7)
     assert list(emb.datasets[:40]) == ["horizontal"] * 40 and emb.labels is None and not emb.from_cache
-    # the two sources are separable in the 2-D layout: nearest-centroid assignment is almost perfect
-    ca, cb = emb.coords[:40].mean(0), emb.coords[40:].mean(0)
-    near_a = np.linalg.norm(emb.coords - ca, axis=1) < np.linalg.norm(emb.coords - cb, axis=1)
-    assert (near_a[:40].mean() + (~near_a[40:]).mean()) / 2 > 0.9
+    # the two sources are separable in the 2-D layout: a point's 5 nearest neighbours come from its own source
+    # (UMAP keeps neighbourhoods; where a cluster lands, and so a centroid rule, moves with the CPU's kernels:
+    # 0.99 here, 0.90 under ATEN_CPU_CAPABILITY=default, while the neighbours stay pure on both; random coordinates: ~0.5)
+    d = np.linalg.norm(emb.coords[:, None] - emb.coords[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    source = np.repeat([0, 1], 40)
+    assert (source[np.argsort(d, axis=1)[:, :5]] == source[:, None]).mean() > 0.95
     # pre-logit features are what forward_head(pre_logits=True) gives
     f = extract_features(model, sources["horizontal"][:3], input_size=32)
     from fer_lab.analysis.cam import preprocess_for

