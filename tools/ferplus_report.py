@@ -166,7 +166,7 @@ def main(argv=None):
         tau, temp = float(stored.get("tau", 0.0)), stored.get("temperature")
         # served = the stored shift and calibration temperature; a model with either also gets its raw rows
         # (a temperature alone changes NLL / ECE, never a prediction)
-        served = bool(tau) or temp not in (None, 1, 1.0)
+        served = bool(tau) or float(temp or 1.0) != 1.0   # what apply_prior_correction changes
         for split in () if args.framing_only else ("valid", "test"):
             for corrected in ((True, False) if served else (False,)):
                 r = evaluate(w, "ferplus", args.root, split, prior_correction=corrected)
