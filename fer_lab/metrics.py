@@ -17,6 +17,7 @@ __all__ = [
     "select_prior_tau",
     "fit_prior_correction_from_probs",
     "apply_prior_correction",
+    "correction_in_effect",
     "fit_temperature",
     "temper",
     "bootstrap_interval",
@@ -332,14 +333,20 @@ def apply_prior_correction(probs, prior_correction: dict | None) -> np.ndarray:
     probabilities: the prior shift ``softmax(log p - tau * log prior)``, then the calibration
     ``temperature`` when one is stored (:func:`temper`; it never changes the top class).  Unchanged
     when there is neither (tau 0, temperature absent or 1)."""
-    pc = prior_correction or {}
-    tau, temperature = float(pc.get("tau") or 0.0), float(pc.get("temperature") or 1.0)
     out = np.asarray(_as_np(probs))
-    if not tau and temperature == 1.0:
+    if not correction_in_effect(prior_correction):
         return out
+    pc = prior_correction
+    tau, temperature = float(pc.get("tau") or 0.0), float(pc.get("temperature") or 1.0)
     if tau:
         out = prior_adjust(out, pc["prior"], tau)
     return (temper(out, temperature) if temperature != 1.0 else out).astype(np.float32)
+
+
+def correction_in_effect(prior_correction: dict | None) -> bool:
+    """Whether a stored correction changes the probabilities: a non-zero ``tau`` or a temperature other than 1."""
+    pc = prior_correction or {}
+    return bool(float(pc.get("tau") or 0.0)) or float(pc.get("temperature") or 1.0) != 1.0
 
 
 def temper(probs, temperature: float) -> np.ndarray:

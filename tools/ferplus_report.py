@@ -131,7 +131,7 @@ def main(argv=None):
     from fer_lab import load_model
     from fer_lab.data import build_cache, build_dataset
     from fer_lab.inference.evaluate import evaluate
-    from fer_lab.metrics import apply_prior_correction, classification_metrics
+    from fer_lab.metrics import apply_prior_correction, classification_metrics, correction_in_effect
     from fer_lab.analysis.robustness import FRAMING_CONDITIONS, perturb
     from fer_lab.training.loop import predict_arrays
 
@@ -166,7 +166,7 @@ def main(argv=None):
         tau, temp = float(stored.get("tau", 0.0)), stored.get("temperature")
         # served = the stored shift and calibration temperature; a model with either also gets its raw rows
         # (a temperature alone changes NLL / ECE, never a prediction)
-        served = bool(tau) or float(temp or 1.0) != 1.0   # what apply_prior_correction changes
+        served = correction_in_effect(stored)
         for split in () if args.framing_only else ("valid", "test"):
             for corrected in ((True, False) if served else (False,)):
                 r = evaluate(w, "ferplus", args.root, split, prior_correction=corrected)
