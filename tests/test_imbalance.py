@@ -175,7 +175,8 @@ def test_posthoc_prior_is_chosen_on_validation_stored_and_applied(imbalanced, pl
     # the inference engine applies a stored correction by default and can be told not to. This tiny model's
     # validation sweep is flat within the noise of 140 images (the rare class stays unread up to tau 1), so the
     # tau it picks moves with the CPU's kernels (1.0 here on AVX2; 0 or 0.25 under ATEN_CPU_CAPABILITY=default):
-    # the application is checked on a copy that stores tau 1 explicitly, which holds on any CPU
+    # the application is checked on a copy that stores tau 1 explicitly, which holds on any CPU (that the chosen tau
+    # helps a model that reads the rare class: the 30-epoch test below)
     model = load_model(with_prior_correction(model.checkpoint_path, {**pc, "tau": 1.0}, tmp_path / "tau1.safetensors"))
     pc = model.meta.prior_correction
     crops = list(test.images)
@@ -192,6 +193,28 @@ def test_posthoc_prior_is_chosen_on_validation_stored_and_applied(imbalanced, pl
     a, b = p_off.argmax(1), p_on.argmax(1)
     prior = np.asarray(pc["prior"])
     assert (prior[b[a != b]] <= prior[a[a != b]]).all()
+
+
+def test_posthoc_prior_chosen_on_validation_reads_the_rare_class_better_on_test(imbalanced, tmp_path):
+    """The trainer's post-hoc step on a model that has learned the rare class (30 epochs; the 10-epoch fixture
+    above never reads it, so its sweep is flat): tau is chosen on validation, and on a held-out balanced split the
+    stored correction raises the rare class's recall. Measured on training seeds 0/1/2 with AVX2 and with
+    ATEN_CPU_CAPABILITY=default kernels (fer_lab 2026-12): tau 0.5-1.0; rare recall +0.08 to +0.20; balanced
+    accuracy -0.004 to +0.007 (a 7-class balanced split: the rare class's gain is paid by the others)."""
+    data, test = imbalanced
+    data = {**data, "val": _split(350, 22)}
+    model = _train(tmp_path, data, "long", posthoc_prior="balanced", epochs=30)
+    pc = model.meta.prior_correction
+    rows = {r["tau"]: r for r in pc["sweep"]}
+    assert rows[pc["tau"]]["balanced_accuracy"] == max(r["balanced_accuracy"] for r in rows.values())
+    assert pc["tau"] >= 0.25                                # the prior is undone, not reinforced
+    raw = predict_arrays(model, test.images, model.meta.mean, model.meta.std)
+    before, after = _rare(model, test, raw), _rare(model, test, apply_prior_correction(raw, pc))
+    print("tau", pc["tau"], "before", before, "after", after)
+    assert before["recall"] >= 0.25                         # this model reads the rare class at all
+    assert after["recall"] >= before["recall"] + 0.05
+    assert after["predicted"] > before["predicted"]
+    assert after["balanced"] >= before["balanced"] - 0.02
 
 
 def test_fit_prior_correction_and_the_prior_command(plain, tmp_path, capsys):
