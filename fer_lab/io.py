@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -35,8 +36,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageLoadError", "load_image", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "IMAGE_EXTENSIONS"]
 
-DEFAULT_MAX_PIXELS = 40_000_000
-DEFAULT_MAX_BYTES = 30 * 1024 * 1024
+# full-resolution phone photos pass: 48-50 MP (8064x6048, 8160x6120) and 108 MP (12000x9000) sensor modes; 200 MP
+# modes (16320x12240) and PIL's own hard bomb limit (~179 MP) do not (the message says to downscale)
+DEFAULT_MAX_PIXELS = 120_000_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+_DOWNSCALE = "(a guard against decompression bombs): downscale it; a face needs only ~100-200 px"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
@@ -71,6 +75,11 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as e:
+        # PIL refuses above ~179 MP inside Image.open, before our own check: say it the same way
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        if m:
+            raise ImageLoadError(f"{name} is {int(m.group(1)) / 1e6:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP "
+                                 f"{_DOWNSCALE}") from None
         raise ImageLoadError(f"{name} refused as a decompression bomb: {e}") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{name} is not an image in a format PIL can read "
@@ -112,7 +121,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int, name: str) -> None:
         raise ImageLoadError(f"{name} has an empty size {w}x{h}")
     if w * h > max_pixels:
         raise ImageLoadError(f"{name} is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP "
-                             "(possible decompression bomb)")
+                             f"{_DOWNSCALE}")
 
 
 def _pil_to_rgb(img: Image.Image, name: str) -> np.ndarray:

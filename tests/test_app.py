@@ -107,7 +107,11 @@ def imgs(tmp_path_factory):
 
     (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 1, 0, 0, 0, 0))
                                  + chunk(b"IDAT", zlib.compress(b"\0" * 50000)) + chunk(b"IEND", b""))
-    Image.new("L", (6000, 5000), 128).save(d / "30mp.png")  # small file, over the app's 25 MP cap
+    # header only, over the 120 MP cap (refused before decoding; a 200 MP phone mode is 16320x12240)
+    (d / "200mp.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16320, 12240, 8, 0, 0, 0, 0))
+                                  + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    # a full-resolution 48 MP phone photo (8064x6048): scored, and previewed smaller
+    Image.fromarray(a).resize((8064, 6048), Image.BICUBIC).save(d / "phone48.jpg", quality=85)
     return d
 
 
@@ -236,11 +240,25 @@ def test_new_image_sets_whole_image_from_the_image(engine, imgs, tmp_path):
     assert whole is False and caption == photo.caption
 
 
+def test_a_full_resolution_phone_photo_is_scored_and_previewed_smaller(engine, imgs):
+    """48 MP (8064x6048, a common phone sensor mode) is scored at full resolution; the detected-faces image the
+    page gets back is at most PREVIEW_SIDE long (same aspect), and boxes are in the photo's own pixels."""
+    annotated, picker, status = engine.detect(str(imgs / "phone48.jpg"), False)
+    shown = _img(annotated)
+    assert "Found 1 face" in status and shown.shape == (1536, 2048, 3)
+    out = _analyze(engine, imgs / "phone48.jpg")
+    assert _img(out[0]).shape == (1536, 2048, 3)
+    x, y, w, h = out[-1]["box"]
+    assert w > 60 * 8064 / 512 * 0.5 and x + w <= 8064 and y + h <= 6048     # full-resolution coordinates
+    assert out[-1]["models"]["efficientface"]["label"] == _analyze(engine, imgs / "astronaut.png")[-1]["models"][
+        "efficientface"]["label"]
+
+
 def test_new_image_reports_unreadable_files_in_the_status(engine, imgs):
     """The page: an unreadable upload is removed from the input (no broken-image preview) and the
     reason is the status line, not an error; the API keeps raising (test_bad_input_matrix...)."""
     for name, msg in {"notes.png": "not an image", "zero.png": "empty", "truncated.jpg": "truncated or corrupt",
-                      "30mp.png": "limit is 25.0 MP"}.items():
+                      "200mp.png": "limit is 120.0 MP"}.items():
         cleared, whole, caption, annotated, picker, status = engine.new_image(str(imgs / name))
         assert cleared is None and annotated is None and picker["choices"] == [] and whole is False
         assert name in status and msg in status and str(imgs) not in status, status
@@ -268,7 +286,7 @@ def test_many_faces_pick_one_and_cap(engine, imgs, monkeypatch):
 
 def test_bad_inputs_give_clean_messages_directly(engine, imgs):
     expected = {"zero.png": "empty", "notes.png": "not an image", "truncated.jpg": "truncated or corrupt",
-                "bomb.png": "decompression bomb", "30mp.png": "limit is 25.0 MP"}
+                "bomb.png": "decompression bomb", "200mp.png": "limit is 120.0 MP"}
     for name, msg in expected.items():
         with pytest.raises(gr.Error) as e:
             engine.detect(str(imgs / name), False)
@@ -446,7 +464,7 @@ def test_bad_input_matrix_through_client(server, imgs, tmp_path):
     _, url = server
     c = Client(url, verbose=False)
     refused = {"zero.png": "empty", "notes.png": "not an image", "truncated.jpg": "truncated or corrupt",
-               "bomb.png": "decompression bomb", "30mp.png": "25.0 MP"}
+               "bomb.png": "decompression bomb", "200mp.png": "120.0 MP"}
     for name, msg in refused.items():
         for api, args in (("/detect", (False,)), ("/analyze", (0, False, "gradcam", "baseline-ferplus",
                                                                "efficientface-ferplus"))):

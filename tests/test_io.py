@@ -125,6 +125,9 @@ def test_decompression_bomb_refused_without_touching_pil_globals():
             warnings.simplefilter("error")  # no DecompressionBombWarning may escape either
             with pytest.raises(ImageLoadError, match="decompression bomb"):
                 load_image(bomb)
+    # above PIL's own hard limit (~179 MP) the message is ours too: the size, the limit, what to do
+    with pytest.raises(ImageLoadError, match=r"400\.0 MP; the limit is 120\.0 MP .*downscale"):
+        load_image(_png_header_bomb(20000, 20000))
     small = _encode(Image.new("RGB", (300, 300)), "PNG")
     with pytest.raises(ImageLoadError, match="MP"):
         load_image(small, max_pixels=50_000)

@@ -35,7 +35,7 @@ from ..analysis.viz import confusion_heatmap, distribution_bar
 from ..checkpoint import CheckpointError
 from ..faces import detect_faces, draw_faces
 from ..inference import FacePrediction, Predictor
-from ..io import ImageLoadError, load_image
+from ..io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from ..report import HELD_OUT_KEY, held_out_markdown
 from .examples import Example, ExampleIndex, load_examples
 from .hub import ModelHub
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 MAX_FACES = 20          # faces listed per image (largest first); more are reported, not scored
 MAX_BATCH_FILES = 32    # images per batch request
-MAX_UPLOAD_PIXELS = 25_000_000
+MAX_UPLOAD_PIXELS = DEFAULT_MAX_PIXELS  # the library's limit: full-resolution phone photos (48-108 MP) are scored
+PREVIEW_SIDE = 2048     # the detected-faces image is sent back at most this long (a 48 MP JPEG per click is ~10 MB)
 SIDES = ("baseline", "efficientface")  # column names (defaults: baseline-ferplus, efficientface-ferplus)
 DISPLAY_SIZE = 224      # crops and CAM overlays are shown at least this large (models see 48-224 px)
 BACKEND_NAMES = {"onnx": "ONNX Runtime", "torch": "PyTorch"}
@@ -91,6 +92,18 @@ class _Detection:
 
     def __init__(self, image, faces, total, ms):
         self.image, self.faces, self.total, self.ms = image, faces, total, ms
+
+
+def for_preview(img: np.ndarray | None, side: int = PREVIEW_SIDE) -> np.ndarray | None:
+    """Shrink a full photo for the page (area interpolation) so its longer side is at most ``side``; boxes drawn
+    on the full image before shrinking keep their place. Scoring always uses the full-resolution image."""
+    if img is None or max(img.shape[:2]) <= side:
+        return img
+    import cv2
+
+    h, w = img.shape[:2]
+    f = side / max(h, w)
+    return cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
 
 
 def for_display(img: np.ndarray | None, size: int = DISPLAY_SIZE) -> np.ndarray | None:
@@ -208,15 +221,17 @@ class AppEngine:
         det = self._detection(image, whole_image)
         h, w = det.image.shape[:2]
         if whole_image:
-            return det.image, gr.update(choices=[], value=None), f"Scoring the whole image ({w}x{h})."
+            return self._save(for_preview(det.image), "jpeg"), gr.update(choices=[], value=None), \
+                f"Scoring the whole image ({w}x{h})."
         if not det.faces:
-            return det.image, gr.update(choices=[], value=None), _no_face_status(w, h)
+            return self._save(for_preview(det.image), "jpeg"), gr.update(choices=[], value=None), \
+                _no_face_status(w, h)
         choices = [(_face_label(i, f), i) for i, f in enumerate(det.faces)]
         status = _found(det)
         if det.total > 1:
             status += " Pick a face in the list; boxes are numbered."
         annotated = draw_faces(det.image, det.faces, [str(i + 1) for i in range(len(det.faces))], BOX_COLOR)
-        return self._save(annotated, "jpeg"), gr.update(choices=choices, value=0), status
+        return self._save(for_preview(annotated), "jpeg"), gr.update(choices=choices, value=0), status
 
     @user_errors
     def new_image(self, image):
@@ -277,7 +292,7 @@ class AppEngine:
             if not det.faces:
                 h, w = det.image.shape[:2]
                 if ui:
-                    return _empty_analysis(_no_face_status(w, h), self._save(det.image, "jpeg"),
+                    return _empty_analysis(_no_face_status(w, h), self._save(for_preview(det.image), "jpeg"),
                                            {"face": None, "box": None, "faces_found": 0,
                                             "detect_ms": round(det.ms, 1), "models": {}})
                 raise gr.Error(f"No face found in this {w}x{h} image. Set whole_image (the 'Use the whole "
@@ -314,7 +329,7 @@ class AppEngine:
             status = f"Scored the whole image ({det.image.shape[1]}x{det.image.shape[0]})."
         else:
             status = f"{_found(det)} Showing face {index + 1} of {det.total}."
-        return (self._save(annotated, "jpeg"), self._save(for_display(crop)), status, *columns, summary)
+        return (self._save(for_preview(annotated), "jpeg"), self._save(for_display(crop)), status, *columns, summary)
 
     @user_errors
     def batch(self, files, whole_image: bool = False, baseline_model: str | None = None,

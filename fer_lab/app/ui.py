@@ -26,7 +26,7 @@ POOL = "cpu"             # shared concurrency_id: detect/analyze/batch/load comp
 # OpenMP barriers (measured on the shared 2-core dev box: 47 ms vs 650 ms per forward, docs/app.md)
 TORCH_THREADS = int(os.environ.get("FER_LAB_TORCH_THREADS", "1"))
 MAX_FILE_SIZE = "64mb"   # upload cap (the authors' MS-Celeb-pretrained file is ~60 MB; images are
-                         # further limited by fer_lab.io: 30 MB, 25 MP in the app)
+                         # further limited by fer_lab.io: 64 MB, 120 MP)
 TITLES = {"baseline": "Baseline (ShuffleNet-V2)", "efficientface": "EfficientFace"}
 # crops and CAMs are model-sized (48-112 px): show them enlarged, without smoothing
 CSS = (".cam img, .crop img { min-width: 192px; min-height: 192px; object-fit: contain; "
