@@ -34,7 +34,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "load_image", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageLoadError", "load_image", "image_files", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES",
+           "IMAGE_EXTENSIONS"]
 
 # full-resolution phone photos pass: 48-50 MP (8064x6048, 8160x6120) and 108 MP (12000x9000) sensor modes; 200 MP
 # modes (16320x12240) and PIL's own hard bomb limit (~179 MP) do not (the message says to downscale)
@@ -42,6 +43,11 @@ DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _DOWNSCALE = "(a guard against decompression bombs): downscale it; a face needs only ~100-200 px"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
+HEIF_ADVICE = ("share or export as JPEG (iPhone: Settings > Camera > Formats > Most Compatible), or convert "
+               "(e.g. heif-convert)")
+HEIF_HINT = f"HEIC/HEIF (the iPhone camera's default format), which fer_lab does not decode: {HEIF_ADVICE}"
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
@@ -82,10 +88,43 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                                  f"{_DOWNSCALE}") from None
         raise ImageLoadError(f"{name} refused as a decompression bomb: {e}") from None
     except UnidentifiedImageError:
+        if _is_heif(data):
+            raise ImageLoadError(f"{name} is {HEIF_HINT}") from None
         raise ImageLoadError(f"{name} is not an image in a format PIL can read "
                              f"(expected one of {', '.join(IMAGE_EXTENSIONS)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as e:
         raise ImageLoadError(f"{name} is truncated or corrupt: {e}") from None
+
+
+def _is_heif(data: bytes) -> bool:
+    """ISO base media file with a HEIF/HEIC brand (what iPhones save): ``....ftypheic`` and relatives."""
+    return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1",
+                                                    b"msf1", b"avif")
+
+
+def image_files(sources) -> tuple[list[str], list[str]]:
+    """Expand folders into the image files directly inside them: ``(files, skipped)``.
+
+    Files named directly are kept as given, in order (a missing or unreadable one gets its own error when it is
+    loaded). A folder contributes its files with an :data:`IMAGE_EXTENSIONS` suffix (any case), sorted by name;
+    hidden files (``.DS_Store``, macOS ``._IMG_0001.JPG`` companions) are left out silently, and every other file
+    is returned in ``skipped`` (HEIC photos among them: see :data:`HEIF_HINT`). Not recursive. A folder
+    without any image raises :class:`ImageLoadError`.
+    """
+    files, skipped = [], []
+    for src in sources:
+        path = Path(src)
+        if not path.is_dir():
+            files.append(str(src))
+            continue
+        entries = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        found = [str(p) for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
+        skipped += [str(p) for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        if not found:
+            raise ImageLoadError(f"{path} is a folder without image files (expected names ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        files += found
+    return files, skipped
 
 
 def _read_bytes(src, max_bytes: int) -> tuple[bytes, str]:

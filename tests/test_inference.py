@@ -172,6 +172,37 @@ def test_cli_predict_json_default_weights_and_errors(weights, images, monkeypatc
     assert rc == 1 and "not found" in err and "Traceback" not in err
 
 
+def test_cli_predict_a_folder_of_phone_exports(weights, images, tmp_path, monkeypatch, capsys):
+    """A folder argument scores every image directly inside it, by name, any suffix case; an iPhone's HEIC
+    files and other non-images are listed as skipped (with what to do), hidden files are ignored."""
+    import shutil
+
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(weights))
+    d = tmp_path / "DCIM"
+    d.mkdir()
+    shutil.copy(images / "astronaut.png", d / "IMG_0002.PNG")
+    Image.open(images / "six.png").convert("RGB").save(d / "IMG_0001.jpg")
+    (d / "IMG_0003.HEIC").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64)
+    (d / "notes.txt").write_text("hi")
+    (d / ".DS_Store").write_bytes(b"\0" * 10)
+    (d / "._IMG_0001.jpg").write_bytes(b"\0" * 10)          # macOS AppleDouble companion: not an image
+    (d / "sub").mkdir()
+    shutil.copy(images / "astronaut.png", d / "sub" / "deeper.png")   # not recursive
+    rc = main(["predict", str(d), str(images / "noface.png"), "--json"])
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert rc == 0 and [Path(r["image"]).name for r in doc["images"]] == ["IMG_0001.jpg", "IMG_0002.PNG", "noface.png"]
+    assert [len(r["faces"]) for r in doc["images"]] == [6, 1, 0]
+    assert [Path(p).name for p in doc["skipped"]] == ["IMG_0003.HEIC", "notes.txt"]
+    assert "skipped 2 files" in err and ".heic x1" in err and "Most Compatible" in err
+    # a HEIC named directly gets an error that says what it is and what to do; an empty folder is an error
+    rc = main(["predict", str(d / "IMG_0003.HEIC")])
+    assert rc == 1 and "HEIC/HEIF" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty")]) == 1
+    assert "folder without image files" in capsys.readouterr().err
+
+
 def test_tta_flip_averages_each_face_with_its_mirror_image(weights, images, monkeypatch, capsys):
     plain = Predictor(weights / "efficientface-ferplus.safetensors")
     tta = Predictor(weights / "efficientface-ferplus.safetensors", tta_flip=True)

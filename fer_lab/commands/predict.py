@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from pathlib import Path
 
 from . import print_json, print_table
 
@@ -12,7 +14,8 @@ def register(subparsers) -> None:
         description="Detect faces, crop them with the checkpoint's recipe and print per-face "
                     "probabilities for every canonical label. Unreadable images get an error "
                     "entry and make the exit code 1.")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, or folders (every image file directly inside, sorted by name)")
     p.add_argument("--weights", default=None,
                    help="shipped name or checkpoint path (default: efficientface-ferplus)")
     p.add_argument("--no-detect", action="store_true",
@@ -38,19 +41,29 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..inference import DEFAULT_WEIGHTS, Predictor, predict_files
     from ..inference.evaluate import served_record
+    from ..io import HEIF_ADVICE, HEIF_EXTENSIONS, image_files
 
     if args.max_faces is not None and args.max_faces < 1:
         raise ValueError("--max-faces must be >= 1")
     predictor = Predictor(args.weights or DEFAULT_WEIGHTS, device=args.device, recipe=args.recipe,
                           backend=args.backend, tta_flip=args.tta_flip,
                           prior_correction=not args.no_prior_correction)
-    results = predict_files(predictor, args.images, detect=not args.no_detect, max_faces=args.max_faces)
+    files, skipped = image_files(args.images)
+    if skipped:
+        kinds = Counter(Path(f).suffix.lower() or "(no extension)" for f in skipped)
+        print(f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} in the folder(s) that "
+              f"{'are' if len(skipped) != 1 else 'is'} not an image type fer_lab reads: "
+              + ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+              + (f"; HEIC/HEIF photos: {HEIF_ADVICE}" if any(k in HEIF_EXTENSIONS for k in kinds) else ""),
+              file=sys.stderr)
+    results = predict_files(predictor, files, detect=not args.no_detect, max_faces=args.max_faces)
     failed = [r for r in results if not r.ok]
     if args.json:
         print_json({"weights": predictor.name, "arch": predictor.meta.arch, "recipe": predictor.recipe,
                     "backend": predictor.backend, "tta_flip": predictor.tta_flip,
                     "prior_correction": served_record(predictor.meta, predictor.prior_correction),
-                    "labels": list(predictor.labels), "images": [r.to_dict() for r in results]})
+                    "labels": list(predictor.labels), "images": [r.to_dict() for r in results],
+                    "skipped": skipped})
     else:
         rows = []
         for r in results:
