@@ -99,7 +99,7 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS,
 def _is_heif(data: bytes) -> bool:
     """ISO base media file with a HEIF/HEIC brand (what iPhones save): ``....ftypheic`` and relatives."""
     return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1",
-                                                    b"msf1", b"avif")
+                                                    b"msf1")
 
 
 def image_files(sources) -> tuple[list[str], list[str]]:
