@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 __all__ = ["ImageLoadError", "load_image", "image_files", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES",
            "IMAGE_EXTENSIONS"]
@@ -43,6 +43,8 @@ DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _DOWNSCALE = "(a guard against decompression bombs): downscale it; a face needs only ~100-200 px"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+if features.check("avif"):  # Pillow >= 11.3 wheels decode AVIF (phones and the web use it)
+    IMAGE_EXTENSIONS += (".avif",)
 
 HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
 HEIF_ADVICE = ("share or export as JPEG (iPhone: Settings > Camera > Formats > Most Compatible), or convert "
