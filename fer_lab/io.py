@@ -43,7 +43,7 @@ DEFAULT_MAX_PIXELS = 120_000_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _DOWNSCALE = "(a guard against decompression bombs): downscale it; a face needs only ~100-200 px"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-if features.check("avif"):  # Pillow >= 11.3 wheels decode AVIF (phones and the web use it)
+if "avif" in features.modules and features.check_module("avif"):  # Pillow >= 11.3 wheels decode AVIF
     IMAGE_EXTENSIONS += (".avif",)
 
 HEIF_EXTENSIONS = (".heic", ".heif", ".hif")
