@@ -254,6 +254,18 @@ def test_a_full_resolution_phone_photo_is_scored_and_previewed_smaller(engine, i
         "efficientface"]["label"]
 
 
+def test_detection_cache_is_bounded_by_bytes(weights_dir, imgs, monkeypatch):
+    """Full-resolution photos do not pile up in the detection cache: it keeps at most ``cache_bytes`` of decoded
+    images (always the newest one), besides its entry count."""
+    monkeypatch.setenv("FER_LAB_WEIGHTS", str(weights_dir))
+    eng = AppEngine(ModelHub(), cache_size=4, cache_bytes=2 * 512 * 512 * 3)      # room for two 512x512 images
+    for name in ("astronaut.png", "gray.png", "rgba.png"):
+        eng.detect(str(imgs / name), False)
+    assert [Path(k[0]).name for k in eng._cache] == ["gray.png", "rgba.png"]
+    eng.detect(str(imgs / "phone48.jpg"), False)                                   # 146 MB alone: kept, alone
+    assert [Path(k[0]).name for k in eng._cache] == ["phone48.jpg"]
+
+
 def test_new_image_reports_unreadable_files_in_the_status(engine, imgs):
     """The page: an unreadable upload is removed from the input (no broken-image preview) and the
     reason is the status line, not an error; the API keeps raising (test_bad_input_matrix...)."""

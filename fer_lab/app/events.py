@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_FACES = 20          # faces listed per image (largest first); more are reported, not scored
 MAX_BATCH_FILES = 32    # images per batch request
 MAX_UPLOAD_PIXELS = DEFAULT_MAX_PIXELS  # the library's limit: full-resolution phone photos (48-108 MP) are scored
+CACHE_BYTES = 512 * 2**20  # decoded images the detection cache may hold (4 x 12 MP photos is 145 MB)
 PREVIEW_SIDE = 2048     # the detected-faces image is sent back at most this long (a 48 MP JPEG per click is ~10 MB)
 SIDES = ("baseline", "efficientface")  # column names (defaults: baseline-ferplus, efficientface-ferplus)
 DISPLAY_SIZE = 224      # crops and CAM overlays are shown at least this large (models see 48-224 px)
@@ -120,7 +121,7 @@ class AppEngine:
     """State shared by all sessions: the models (loaded once) and a small detection cache."""
 
     def __init__(self, hub: ModelHub | None = None, allow_local_paths: bool | None = None,
-                 max_pixels: int = MAX_UPLOAD_PIXELS, cache_size: int = 4,
+                 max_pixels: int = MAX_UPLOAD_PIXELS, cache_size: int = 4, cache_bytes: int = CACHE_BYTES,
                  examples: list[Example] | None = None):
         self.hub = hub if hub is not None else ModelHub()
         # the shipped examples by default; new_image recognises them by content
@@ -131,6 +132,7 @@ class AppEngine:
         self.max_pixels = max_pixels
         self._cache: OrderedDict[tuple, _Detection] = OrderedDict()
         self._cache_size = cache_size
+        self._cache_bytes = cache_bytes
         self._cache_lock = threading.Lock()
         # returned images are written here under unique names; Gradio copies them atomically into
         # its cache (numpy outputs are re-written in place by Gradio, which races when two requests
@@ -199,7 +201,10 @@ class AppEngine:
         if key is not None:
             with self._cache_lock:
                 self._cache[key] = det
-                while len(self._cache) > self._cache_size:
+                # a few full-resolution phone photos (a 108 MP one is 324 MB decoded) must not pile up: bounded by
+                # count and by bytes, the newest entry always kept
+                while len(self._cache) > 1 and (len(self._cache) > self._cache_size or
+                                                sum(d.image.nbytes for d in self._cache.values()) > self._cache_bytes):
                     self._cache.popitem(last=False)
         return det
 
