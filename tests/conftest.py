@@ -32,6 +32,22 @@ def _onnx_cache(tmp_path_factory):
         os.environ["FER_LAB_CACHE"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _gradio_cache(tmp_path_factory):
+    """Each pytest process gets its own Gradio upload cache. Gradio stores uploads by content hash
+    (/tmp/gradio/<sha256>/astronaut.png), and a server built with ``delete_cache`` (the app's) deletes
+    every file it created when it shuts down: with one shared cache, one xdist worker's server closing
+    deleted the upload another worker's browser test was still using ("no such image file", found
+    by rerunning tests/test_app.py: ~1 run in 4 failed)."""
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    yield
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR", None)
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def reference_dir():
     if not REFERENCE.is_dir():
