@@ -20,32 +20,20 @@ torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _onnx_cache(tmp_path_factory):
-    """Runtime ONNX exports (Predictor(backend="onnx"/"auto"), the app) go to a per-run folder,
-    not the user's ~/.cache."""
-    old = os.environ.get("FER_LAB_CACHE")
-    os.environ["FER_LAB_CACHE"] = str(tmp_path_factory.mktemp("fer_lab_cache"))
-    yield
-    if old is None:
-        os.environ.pop("FER_LAB_CACHE", None)
-    else:
-        os.environ["FER_LAB_CACHE"] = old
+def _per_run_caches(tmp_path_factory):
+    """Caches that tests would otherwise share with the user or with each other go to per-run folders:
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _gradio_cache(tmp_path_factory):
-    """Each pytest process gets its own Gradio upload cache. Gradio stores uploads by content hash
-    (/tmp/gradio/<sha256>/astronaut.png), and a server built with ``delete_cache`` (the app's) deletes
-    every file it created when it shuts down: with one shared cache, one xdist worker's server closing
-    deleted the upload another worker's browser test was still using ("no such image file", found
-    by rerunning tests/test_app.py: ~1 run in 4 failed)."""
-    old = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
-    yield
-    if old is None:
-        os.environ.pop("GRADIO_TEMP_DIR", None)
-    else:
-        os.environ["GRADIO_TEMP_DIR"] = old
+    * ``FER_LAB_CACHE``: runtime ONNX exports (Predictor(backend="onnx"/"auto"), the app), not the user's ~/.cache;
+    * ``GRADIO_TEMP_DIR``: each pytest process gets its own Gradio upload cache. Gradio stores uploads by content
+      hash (/tmp/gradio/<sha256>/astronaut.png), and a server built with ``delete_cache`` (the app's) deletes every
+      file it created when it shuts down: with one shared cache, one xdist worker's server closing deleted the
+      upload another worker's browser test was still using ("no such image file", found by rerunning
+      tests/test_app.py: ~1 run in 4 failed).
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FER_LAB_CACHE", str(tmp_path_factory.mktemp("fer_lab_cache")))
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio")))
+        yield
 
 
 @pytest.fixture(scope="session")
